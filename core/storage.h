@@ -1,0 +1,51 @@
+#pragma once
+// Refcounted memory shared by a tensor and all its views. The version counter lives here, so
+// every view of one buffer sees in-place writes made through any other (autograd checks it).
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include "core/device.h"
+
+namespace kiln {
+
+class StorageImpl {
+ public:
+  using Deleter = std::function<void(void*)>;
+  // Owns `nbytes` fresh bytes from the device allocator.
+  StorageImpl(size_t nbytes, Device device);
+  // Wraps external memory (from_blob); `deleter` may be empty for non-owning.
+  StorageImpl(void* data, size_t nbytes, Device device, Deleter deleter);
+  ~StorageImpl();
+  StorageImpl(const StorageImpl&) = delete;
+  StorageImpl& operator=(const StorageImpl&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  const Device& device() const { return device_; }
+  uint32_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void* data_;
+  size_t nbytes_;
+  Device device_;
+  Deleter deleter_;
+  bool from_allocator_;
+  std::atomic<uint32_t> version_{0};
+};
+
+using Storage = std::shared_ptr<StorageImpl>;
+
+// Per-device allocation hooks, so a CUDA backend plugs in without touching core.
+struct DeviceAllocator {
+  void* (*alloc)(size_t nbytes, int device_index) = nullptr;
+  void (*free)(void* ptr, size_t nbytes, int device_index) = nullptr;
+  // Copies between host and this device (either side may be this device).
+  void (*copy)(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes) = nullptr;
+};
+void register_device_allocator(DeviceType type, DeviceAllocator alloc);
+const DeviceAllocator* device_allocator(DeviceType type);  // nullptr when the backend is absent
+
+}  // namespace kiln

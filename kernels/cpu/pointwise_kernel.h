@@ -1,0 +1,112 @@
+#pragma once
+// The CPU kernel every pointwise row gets: cast inputs to the compute dtype, then run the
+// formula over strided runs with contiguous and broadcast-scalar fast paths (which the
+// compiler vectorises).
+#include "core/op.h"
+#include "kernels/cpu/loops.h"
+#include "kernels/formulas.h"
+
+namespace kiln::cpu {
+
+template <class F>
+DType pointwise_promoted_dtype(const TensorList& in) {
+  if constexpr (std::is_same_v<F, formulas::Where>) return result_type({in[1], in[2]});
+  else return result_type(in);
+}
+
+template <class F>
+DType pointwise_compute_dtype(const TensorList& in) {
+  DType p = pointwise_promoted_dtype<F>(in);
+  if (F::rule == PointwiseRule::FloatOut && !is_floating_point(p)) return default_dtype();
+  return p;
+}
+
+template <class F, class In, class Out>
+void pointwise_run(char** p, const int64_t* s, int64_t n) {
+  using C = opmath_t<In>;
+  constexpr int64_t si = sizeof(In), so = sizeof(Out);
+  Out* __restrict o = reinterpret_cast<Out*>(p[0]);
+  if constexpr (F::arity == 1) {
+    const In* __restrict a = reinterpret_cast<const In*>(p[1]);
+    if (s[0] == so && s[1] == si) {
+      for (int64_t i = 0; i < n; ++i) o[i] = Out(F::apply(C(a[i])));
+      return;
+    }
+  } else if constexpr (F::arity == 2) {
+    const In* __restrict a = reinterpret_cast<const In*>(p[1]);
+    const In* __restrict b = reinterpret_cast<const In*>(p[2]);
+    if (s[0] == so) {
+      if (s[1] == si && s[2] == si) {
+        for (int64_t i = 0; i < n; ++i) o[i] = Out(F::apply(C(a[i]), C(b[i])));
+        return;
+      }
+      if (s[1] == si && s[2] == 0) {
+        const C bv = C(b[0]);
+        for (int64_t i = 0; i < n; ++i) o[i] = Out(F::apply(C(a[i]), bv));
+        return;
+      }
+      if (s[1] == 0 && s[2] == si) {
+        const C av = C(a[0]);
+        for (int64_t i = 0; i < n; ++i) o[i] = Out(F::apply(av, C(b[i])));
+        return;
+      }
+    }
+  } else if constexpr (F::arity == 3) {
+    const In* __restrict a = reinterpret_cast<const In*>(p[1]);
+    const In* __restrict b = reinterpret_cast<const In*>(p[2]);
+    const In* __restrict c = reinterpret_cast<const In*>(p[3]);
+    if (s[0] == so && s[1] == si && s[2] == si && s[3] == si) {
+      for (int64_t i = 0; i < n; ++i) o[i] = Out(F::apply(C(a[i]), C(b[i]), C(c[i])));
+      return;
+    }
+    if (s[0] == so && (s[1] == si || s[1] == 0) && (s[2] == si || s[2] == 0) && (s[3] == si || s[3] == 0)) {
+      const int64_t ka = s[1] / si, kb = s[2] / si, kc = s[3] / si;
+      for (int64_t i = 0; i < n; ++i) o[i] = Out(F::apply(C(a[i * ka]), C(b[i * kb]), C(c[i * kc])));
+      return;
+    }
+  }
+  // General strides.
+  auto at = [&](int k, int64_t i) { return C(*reinterpret_cast<const In*>(p[k] + i * s[k])); };
+  for (int64_t i = 0; i < n; ++i) {
+    Out* dst = reinterpret_cast<Out*>(p[0] + i * s[0]);
+    if constexpr (F::arity == 1) *dst = Out(F::apply(at(1, i)));
+    else if constexpr (F::arity == 2) *dst = Out(F::apply(at(1, i), at(2, i)));
+    else *dst = Out(F::apply(at(1, i), at(2, i), at(3, i)));
+  }
+}
+
+template <class F>
+void pointwise_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs&) {
+  const DType compute = pointwise_compute_dtype<F>(in);
+  TensorList cast(in.size());
+  for (size_t i = 0; i < in.size(); ++i) cast[i] = in[i].dtype() == compute ? in[i] : in[i].to(compute);
+  StridedIter it = make_iter(out[0], cast);
+  auto run = [&]<class T>() {
+    using Out = std::conditional_t<F::rule == PointwiseRule::BoolOut, bool, T>;
+    KILN_INTERNAL_ASSERT(out[0].dtype() == dtype_of<Out>, "pointwise output dtype");
+    for_each_run(it, [](char** p, const int64_t* s, int64_t n) { pointwise_run<F, T, Out>(p, s, n); });
+  };
+  switch (compute) {
+    case DType::Float32: run.template operator()<float>(); break;
+    case DType::Float64: run.template operator()<double>(); break;
+    case DType::Float16: run.template operator()<Half>(); break;
+    case DType::BFloat16: run.template operator()<BFloat16>(); break;
+    default:
+      if constexpr (F::rule != PointwiseRule::FloatOut) {
+        switch (compute) {
+          case DType::Int64: run.template operator()<int64_t>(); return;
+          case DType::Int32: run.template operator()<int32_t>(); return;
+          case DType::Int16: run.template operator()<int16_t>(); return;
+          case DType::Int8: run.template operator()<int8_t>(); return;
+          case DType::UInt8: run.template operator()<uint8_t>(); return;
+          case DType::Bool:
+            if constexpr (F::bool_ok) { run.template operator()<bool>(); return; }
+            break;
+          default: break;
+        }
+      }
+      KILN_FAIL("[", op.name, "] not implemented for dtype ", compute);
+  }
+}
+
+}  // namespace kiln::cpu
