@@ -10,6 +10,7 @@
 
 #include "core/allocator.h"
 #include "core/ops.h"
+#include "core/shape.h"
 #include "core/tensor.h"
 
 namespace kiln::testing {

@@ -4,9 +4,6 @@
 
 namespace kiln {
 
-Tensor conv2d(const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias, IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation, int64_t groups) { KILN_FAIL("[pending] ", __func__); }
-Tensor max_pool2d(const Tensor& input, IntArrayRef kernel_size, IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation, bool ceil_mode) { KILN_FAIL("[pending] ", __func__); }
-Tensor avg_pool2d(const Tensor& input, IntArrayRef kernel_size, IntArrayRef stride, IntArrayRef padding, bool ceil_mode, bool count_include_pad) { KILN_FAIL("[pending] ", __func__); }
 Tensor layer_norm(const Tensor& input, IntArrayRef normalized_shape, const std::optional<Tensor>& weight, const std::optional<Tensor>& bias, double eps) { KILN_FAIL("[pending] ", __func__); }
 Tensor dropout(const Tensor& input, double p, bool train) { KILN_FAIL("[pending] ", __func__); }
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const std::optional<Tensor>& weight, Reduction reduction, int64_t ignore_index, double label_smoothing) { KILN_FAIL("[pending] ", __func__); }
