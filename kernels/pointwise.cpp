@@ -10,10 +10,10 @@ namespace {
 template <class F>
 std::vector<TensorMeta> pointwise_infer(const OpDef& op, const TensorList& in, const Attrs&) {
   KILN_INTERNAL_ASSERT(static_cast<int>(in.size()) == F::arity, op.name, " takes ", F::arity, " tensors");
-  Shape shape = in[0].sizes().vec();
-  for (size_t i = 1; i < in.size(); ++i) shape = broadcast_shapes(op.name, shape, in[i].sizes());
   if constexpr (std::is_same_v<F, formulas::Where>)
     KILN_CHECK(in[0].dtype() == DType::Bool, "[where] expected condition to be a bool tensor, but got dtype ", in[0].dtype());
+  Shape shape = in[0].sizes().vec();
+  for (size_t i = 1; i < in.size(); ++i) shape = broadcast_shapes(op.name, shape, in[i].sizes());
   DType promoted = cpu::pointwise_promoted_dtype<F>(in);
   KILN_CHECK(F::bool_ok || promoted != DType::Bool, "[", op.name, "] is not supported for bool tensors",
              std::string_view(op.name) == "sub" ? " (use logical_xor or ~ instead)" : "");

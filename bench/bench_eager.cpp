@@ -1,0 +1,159 @@
+// Eager CPU op benchmarks. Bandwidth-bound ops are reported against a STREAM-style triad measured
+// in the same process (counter `of_triad`); mm against oneDNN's sgemm called directly
+// (`of_dnnl`). Run: ./build/bench/bench_eager --benchmark_out=eager.json --benchmark_out_format=json
+#include <benchmark/benchmark.h>
+#include <kiln/kiln.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+using namespace kiln;
+
+namespace {
+
+constexpr int64_t kN = int64_t(1) << 24;  // 16M elements
+double g_triad_gbps = 0;                  // measured once in main()
+double g_dnnl_gflops = 0;
+
+double measure_triad_gbps() {
+  std::vector<float> a(kN), b(kN, 1.0f), c(kN, 2.0f);
+  double best = 1e30;
+  for (int rep = 0; rep < 10; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    float* __restrict pa = a.data();
+    const float* __restrict pb = b.data();
+    const float* __restrict pc = c.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < kN; ++i) pa[i] = pb[i] + 3.0f * pc[i];
+    auto t1 = std::chrono::steady_clock::now();
+    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
+  }
+  benchmark::DoNotOptimize(a.data());
+  return 3.0 * 4.0 * double(kN) / best / 1e9;
+}
+
+double measure_dnnl_gflops(int64_t n) {
+  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n);
+  double best = 1e30;
+  for (int rep = 0; rep < 10; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    auto t1 = std::chrono::steady_clock::now();
+    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
+  }
+  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+}
+
+void report_bandwidth(benchmark::State& st, int64_t bytes_per_iter) {
+  st.SetBytesProcessed(st.iterations() * bytes_per_iter);
+  st.counters["GBps"] = benchmark::Counter(double(bytes_per_iter), benchmark::Counter::kIsIterationInvariantRate,
+                                           benchmark::Counter::kIs1000);
+  st.counters["triad_GBps"] = g_triad_gbps;
+}
+
+void BM_Triad(benchmark::State& st) {
+  std::vector<float> a(kN), b(kN, 1.0f), c(kN, 2.0f);
+  for (auto _ : st) {
+    float* __restrict pa = a.data();
+    const float* __restrict pb = b.data();
+    const float* __restrict pc = c.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < kN; ++i) pa[i] = pb[i] + 3.0f * pc[i];
+    benchmark::ClobberMemory();
+  }
+  report_bandwidth(st, 3 * 4 * kN);
+}
+BENCHMARK(BM_Triad)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_EagerAdd(benchmark::State& st) {
+  Tensor x = linspace(0.0, 1.0, kN), y = linspace(0.0, 1.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(add(x, y));
+  report_bandwidth(st, 3 * 4 * kN);
+}
+BENCHMARK(BM_EagerAdd)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_EagerMul(benchmark::State& st) {
+  Tensor x = linspace(0.0, 1.0, kN), y = linspace(0.0, 1.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(mul(x, y));
+  report_bandwidth(st, 3 * 4 * kN);
+}
+BENCHMARK(BM_EagerMul)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_EagerExp(benchmark::State& st) {
+  Tensor x = linspace(0.0, 1.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(exp(x));
+  report_bandwidth(st, 2 * 4 * kN);
+}
+BENCHMARK(BM_EagerExp)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_EagerMulScalar(benchmark::State& st) {
+  Tensor x = linspace(0.0, 1.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(x * 1.5);
+  report_bandwidth(st, 2 * 4 * kN);
+}
+BENCHMARK(BM_EagerMulScalar)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_EagerSum(benchmark::State& st) {
+  Tensor x = linspace(0.0, 1.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(x.sum());
+  report_bandwidth(st, 4 * kN);
+}
+BENCHMARK(BM_EagerSum)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// A chain of fresh 64 MiB temporaries: with the caching allocator (arg 1) vs without (arg 0).
+void BM_EagerChainAllocator(benchmark::State& st) {
+  set_cpu_cache_limit(st.range(0) ? (size_t(4) << 30) : 0);
+  cpu_empty_cache();
+  Tensor x = linspace(0.0, 1.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(((x * 1.5 + 1.0).relu() * x).tanh());
+  set_cpu_cache_limit(size_t(4) << 30);
+  st.SetLabel(st.range(0) ? "cached" : "uncached");
+}
+BENCHMARK(BM_EagerChainAllocator)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_Mm(benchmark::State& st) {
+  const int64_t n = st.range(0);
+  Tensor a = rand({n, n}), b = rand({n, n});
+  for (auto _ : st) benchmark::DoNotOptimize(mm(a, b));
+  double flops = 2.0 * double(n) * double(n) * double(n);
+  st.counters["GFLOPs"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["dnnl_GFLOPs"] = g_dnnl_gflops;
+}
+BENCHMARK(BM_Mm)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_DnnlSgemmDirect(benchmark::State& st) {
+  const int64_t n = st.range(0);
+  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n);
+  for (auto _ : st) {
+    dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    benchmark::ClobberMemory();
+  }
+  double flops = 2.0 * double(n) * double(n) * double(n);
+  st.counters["GFLOPs"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_DnnlSgemmDirect)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Per-op overhead on tiny tensors (dispatch cost).
+void BM_EagerAddSmall(benchmark::State& st) {
+  Tensor x = rand({st.range(0)}), y = rand({st.range(0)});
+  for (auto _ : st) benchmark::DoNotOptimize(add(x, y));
+}
+BENCHMARK(BM_EagerAddSmall)->Arg(1)->Arg(1024)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  g_triad_gbps = measure_triad_gbps();
+  g_dnnl_gflops = measure_dnnl_gflops(1024);
+  benchmark::AddCustomContext("triad_GBps", std::to_string(g_triad_gbps));
+  benchmark::AddCustomContext("dnnl_sgemm_1024_GFLOPs", std::to_string(g_dnnl_gflops));
+  benchmark::AddCustomContext("threads", std::to_string(get_num_threads()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
