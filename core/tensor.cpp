@@ -16,9 +16,13 @@ TensorImpl* Tensor::checked() const {
 }
 
 int64_t Tensor::size(int64_t d) const {
-  return checked()->sizes()[wrap_dim("size", d, dim() == 0 ? 0 : dim())];
+  KILN_CHECK(dim() > 0, "[size] dimension specified as ", d, " but tensor has no dimensions");
+  return checked()->sizes()[wrap_dim("size", d, dim())];
 }
-int64_t Tensor::stride(int64_t d) const { return checked()->strides()[wrap_dim("stride", d, dim())]; }
+int64_t Tensor::stride(int64_t d) const {
+  KILN_CHECK(dim() > 0, "[stride] dimension specified as ", d, " but tensor has no dimensions");
+  return checked()->strides()[wrap_dim("stride", d, dim())];
+}
 
 void* Tensor::data_ptr() const {
   TensorImpl* t = checked();

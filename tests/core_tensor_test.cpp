@@ -36,6 +36,10 @@ TEST(Tensor, FactoryErrors) {
   EXPECT_KILN_ERROR(tensor({{1, 2}, {3}}), "[tensor]", "expected sequence of length 2");
   EXPECT_KILN_ERROR(linspace(0, 1, -2), "[linspace]", "-2");
   EXPECT_KILN_ERROR(Device("tpu"), "[Device]", "tpu");
+  EXPECT_KILN_ERROR(full({}, 1.0).size(0), "[size]", "no dimensions");
+  EXPECT_KILN_ERROR(zeros({2, 3}).size(2), "[size]", "dim 2 out of range");
+  EXPECT_KILN_ERROR(zeros({2, 3}).stride(-3), "[stride]", "-3");
+  EXPECT_KILN_ERROR(zeros({2}).to(Device(kCUDA)), "cuda");
 }
 
 TEST(Tensor, ItemAndDataPtr) {
