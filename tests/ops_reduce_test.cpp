@@ -137,9 +137,9 @@ struct Variant {
 
 std::vector<Variant> variants() {
   const std::vector<std::vector<Shape>> r3{{{4, 5, 6}}, {{3, 1, 33}}, {{2, 0, 3}}};
-  // Long rows (cascaded blocks), many rows (> kCascade), > 256 columns (two column tiles), and
+  // Long rows (cascaded blocks), many rows (> kCascade), > 1024 columns (two column tiles), and
   // sizes that take the parallel paths (over outputs, and split over the reduced space).
-  const std::vector<std::vector<Shape>> r2{{{7, 9}},     {{5, 300}},   {{300, 5}}, {{2, 5000}},
+  const std::vector<std::vector<Shape>> r2{{{7, 9}},     {{5, 1100}},  {{300, 5}}, {{2, 5000}},
                                            {{12000, 3}}, {{3, 12000}}, {{0, 4}}};
   return {
       {{}, false, {{{4, 5, 6}}, {{7, 9}}, {{36000}}, {{}}, {{2, 0, 3}}, {{1}}}, true},
@@ -346,7 +346,7 @@ struct DimVariant {
 };
 std::vector<DimVariant> dim_variants() {
   return {
-      {0, false, {{{4, 5, 6}}, {{3, 1, 33}}, {{300, 5}}, {{12000, 3}}}},
+      {0, false, {{{4, 5, 6}}, {{3, 1, 33}}, {{300, 5}}, {{3, 1100}}, {{12000, 3}}}},
       {1, true, {{{4, 5, 6}}, {{3, 1, 33}}, {{2, 0, 3}}, {{5, 300}}, {{3, 12000}}}},
       {-1, false, {{{4, 5, 6}}, {{2, 5000}}, {{0, 7}}, {{1}}}},
       {0, true, {{{}}}},
@@ -444,7 +444,7 @@ void check_along(const std::string& name, const std::vector<DType>& dtypes,
                  Domain domain = {}) {
   const std::vector<std::pair<int64_t, std::vector<std::vector<Shape>>>> vs{
       {-1, {{{4, 5, 6}}, {{3, 1, 33}}, {{2, 0, 3}}, {{2, 5000}}, {{40, 1000}}, {{1}}}},
-      {0, {{{4, 5, 6}}, {{300, 5}}, {{7, 300}}, {{0, 3}}, {{}}}},
+      {0, {{{4, 5, 6}}, {{300, 5}}, {{7, 1100}}, {{0, 3}}, {{}}}},
       {1, {{{4, 5, 6}}, {{3, 1, 33}}, {{2, 300, 40}}}},
       {-1, {{{}}}},
   };

@@ -20,7 +20,7 @@
 namespace kiln::cpu {
 
 inline constexpr int kMaxReduceDims = 64;
-inline constexpr int64_t kColTile = 256;    // kept columns per column-reduction unit
+inline constexpr int64_t kColTile = 1024;   // kept columns per column-reduction unit
 inline constexpr int64_t kCascade = 128;    // rows (or runs) per cascade level
 
 struct ReducePlan {
