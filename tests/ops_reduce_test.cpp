@@ -750,6 +750,9 @@ TEST(Reduce, DimErrors) {
   EXPECT_KILN_ERROR(cumsum(x, 2), "[cumsum]", "dim 2");
   Tensor s = full({}, 1.0);
   EXPECT_KILN_ERROR(sum(s, {1}), "[sum]", "dim 1 out of range");
+  Tensor deep = zeros(Shape(65, 1));
+  EXPECT_KILN_ERROR(sum(deep), "[sum]", "more than 64 dims", "65");
+  EXPECT_KILN_ERROR(max(deep, 0), "[max]", "more than 64 dims");
   EXPECT_KILN_ERROR(softmax(s, 1), "[softmax]", "dim 1");
 }
 

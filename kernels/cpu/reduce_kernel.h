@@ -5,8 +5,9 @@
 //            run with stride 1 is the vectorised row reduction, any other stride the general path)
 //   columns: the innermost kept dim is contiguous, so whole rows of it are accumulated at once
 //            (op.cols, vectorised across the kept dim)
-// Work is split over outputs, or, when there are fewer outputs than threads, over the reduced
-// space with per-thread partials combined in a fixed order (deterministic for a thread count).
+// Work is split over outputs, or, when there are too few outputs to balance the threads, over
+// the reduced space with per-thread partials combined in a fixed order (deterministic for a
+// given thread count).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -205,7 +206,9 @@ void run_reduction(const Op& op, const ReducePlan& p, const typename Op::in_t* b
     out_off = k.out + c0 * p.kout.back();
   };
 
-  if (nt <= 1 || units >= nt) {
+  // Too few output units to balance the threads: split the reduced space instead.
+  const bool split = nt > 1 && units < 4 * static_cast<int64_t>(nt) && p.n_red >= 64 * nt;
+  if (!split) {
     const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(unit_work, 1));
     parallel_for(units, nt <= 1 ? units : grain, [&](int64_t ub, int64_t ue) {
       if (!cols) {

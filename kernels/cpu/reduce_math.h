@@ -88,8 +88,8 @@ inline A lane_extreme(const T* __restrict p, int64_t n, int64_t s) {
 // at 0, inf, -inf and NaN. 2^n is applied as two factors so that n may reach -150..128.
 inline float exp_f32(float x) {
   const float hi = 88.72283905f, lo = -103.972077f;
-  float xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
+  float xc = x < hi ? x : hi;  // NaN lands on hi, so the int conversion below stays defined
+  xc = xc > lo ? xc : lo;
   const float log2e = 1.44269504088896341f;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   float n = (xc * log2e + magic) - magic;
