@@ -1,16 +1,16 @@
-// PENDING: placeholder until this family lands (owned by one helper).
+// Front ends of the matrix products; argument checks live in the rows' infer (kernels/linalg.cpp).
 #include "core/op.h"
 #include "core/ops.h"
 
 namespace kiln {
 
-Tensor mm(const Tensor& a, const Tensor& b) { KILN_FAIL("[pending] ", __func__); }
-Tensor bmm(const Tensor& a, const Tensor& b) { KILN_FAIL("[pending] ", __func__); }
-Tensor matmul(const Tensor& a, const Tensor& b) { KILN_FAIL("[pending] ", __func__); }
-Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias) { KILN_FAIL("[pending] ", __func__); }
+Tensor mm(const Tensor& a, const Tensor& b) { return call_op1(KILN_ROW("mm"), {a, b}); }
+Tensor bmm(const Tensor& a, const Tensor& b) { return call_op1(KILN_ROW("bmm"), {a, b}); }
+Tensor matmul(const Tensor& a, const Tensor& b) { return call_op1(KILN_ROW("matmul"), {a, b}); }
 
-namespace ops_registration {
-void register_linalg_ops(OpRegistry&) {}
-}  // namespace ops_registration
+Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias) {
+  if (bias && bias->defined()) return call_op1(KILN_ROW("linear"), {x, weight, *bias});
+  return call_op1(KILN_ROW("linear"), {x, weight});
+}
 
 }  // namespace kiln
