@@ -15,6 +15,8 @@ namespace kiln {
 namespace {
 
 constexpr int kCPU_ = static_cast<int>(DeviceType::CPU);
+// Values per batch of 64 random words: one word per value, or two (64-bit values, doubles).
+constexpr int kV32 = cpu::kBatchWords, kV64 = cpu::kBatchWords / 2;
 
 PhiloxKey key_at(const Attrs& a, size_t i) {
   return PhiloxKey{static_cast<uint64_t>(a.i(i)), static_cast<uint64_t>(a.i(i + 1))};
@@ -49,17 +51,18 @@ void uniform_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attr
       scalar_t* o = t.data_ptr<scalar_t>();
       if constexpr (std::is_same_v<scalar_t, double>) {
         const double range = to - from;
-        cpu::random_fill<2>(o, n, key, [=](int64_t, const uint32_t* w, double* d, int m) {
-          double v[2] = {from + philox::uniform_f64(w[0], w[1]) * range,
-                         from + philox::uniform_f64(w[2], w[3]) * range};
-          for (int k = 0; k < 2 && k < m; ++k) d[k] = v[k] < to ? v[k] : from;
+        cpu::random_fill<kV64>(o, n, key, [=](int64_t, const uint32_t* w, double* d, int m) {
+          for (int k = 0; k < m; ++k) {
+            const double v = from + philox::uniform_f64(w[k], w[k + kV64]) * range;
+            d[k] = v < to ? v : from;
+          }
         });
       } else {
         const float f = static_cast<float>(from), range = static_cast<float>(to - from);
-        cpu::random_fill<4>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
-          for (int k = 0; k < 4 && k < m; ++k) {
+        cpu::random_fill<kV32>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
+          for (int k = 0; k < m; ++k) {
             // Rounding may reach `to` (in float or in the storage type): wrap it to `from`.
-            scalar_t v = scalar_t(f + philox::uniform_f32(w[k]) * range);
+            const scalar_t v = scalar_t(f + philox::uniform_f32(w[k]) * range);
             d[k] = static_cast<double>(static_cast<float>(v)) < to ? v : scalar_t(f);
           }
         });
@@ -78,23 +81,29 @@ void normal_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attrs
     KILN_DISPATCH_FLOATING_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
       if constexpr (std::is_same_v<scalar_t, double>) {
-        cpu::random_fill<2>(o, n, key, [=](int64_t, const uint32_t* w, double* d, int m) {
-          const double r = std::sqrt(-2.0 * std::log(philox::uniform_f64_open0(w[0], w[1])));
-          const double th = 2.0 * std::numbers::pi * philox::uniform_f64(w[2], w[3]);
-          d[0] = mean + stdv * r * std::cos(th);
-          if (m > 1) d[1] = mean + stdv * r * std::sin(th);
+        // Pair k < 16: u1 from words (k, k + 16), u2 from (k + 32, k + 48) -> values k, k + 16.
+        cpu::random_fill<kV64>(o, n, key, [=](int64_t, const uint32_t* w, double* d, int m) {
+          double v[kV64];
+          for (int k = 0; k < kV64 / 2; ++k) {
+            const double r = std::sqrt(-2.0 * std::log(philox::uniform_f64_open0(w[k], w[k + 16])));
+            const double th = 2.0 * std::numbers::pi * philox::uniform_f64(w[k + 32], w[k + 48]);
+            v[k] = mean + stdv * r * std::cos(th);
+            v[k + 16] = mean + stdv * r * std::sin(th);
+          }
+          std::copy(v, v + m, d);
         });
       } else {
         const float mf = static_cast<float>(mean), sf = static_cast<float>(stdv);
-        cpu::random_fill<4>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
-          float v[4];
-          for (int k = 0; k < 4; k += 2) {
+        // Pair k < 32: u1 from word k, u2 from word k + 32 -> values k, k + 32.
+        cpu::random_fill<kV32>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
+          float v[kV32];
+          for (int k = 0; k < kV32 / 2; ++k) {
             const float r = std::sqrt(-2.0f * std::log(philox::uniform_f32_open0(w[k])));
-            const float th = 2.0f * std::numbers::pi_v<float> * philox::uniform_f32(w[k + 1]);
+            const float th = 2.0f * std::numbers::pi_v<float> * philox::uniform_f32(w[k + 32]);
             v[k] = mf + sf * r * std::cos(th);
-            v[k + 1] = mf + sf * r * std::sin(th);
+            v[k + 32] = mf + sf * r * std::sin(th);
           }
-          for (int k = 0; k < 4 && k < m; ++k) d[k] = scalar_t(v[k]);
+          for (int k = 0; k < m; ++k) d[k] = scalar_t(v[k]);
         });
       }
     });
@@ -112,14 +121,14 @@ void randint_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attr
     const int64_t n = t.numel();
     KILN_DISPATCH_ALL_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
-      auto value = [=](uint64_t r) { return convert<scalar_t>(static_cast<int64_t>(static_cast<uint64_t>(low) + r % range)); };
+      auto value = [=](uint64_t r) { return convert<scalar_t>(static_cast<int64_t>(static_cast<uint64_t>(low) + r)); };
       if (range <= (uint64_t(1) << 32)) {
-        cpu::random_fill<4>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
-          for (int k = 0; k < 4 && k < m; ++k) d[k] = value(w[k]);
+        cpu::random_fill<kV32>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
+          for (int k = 0; k < m; ++k) d[k] = value(philox::below32(w[k], range));
         });
       } else {
-        cpu::random_fill<2>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
-          for (int k = 0; k < 2 && k < m; ++k) d[k] = value((uint64_t(w[2 * k]) << 32) | w[2 * k + 1]);
+        cpu::random_fill<kV64>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
+          for (int k = 0; k < m; ++k) d[k] = value(philox::below64((uint64_t(w[k]) << 32) | w[k + kV64], range));
         });
       }
     });
@@ -132,12 +141,12 @@ void randperm_cpu(const OpDef& op, const TensorList&, TensorList& out, const Att
   const PhiloxKey key = key_at(a, 2);
   const int64_t n = out[0].numel();
   std::vector<uint64_t> r(static_cast<size_t>(n));
-  cpu::random_fill<2>(r.data(), n, key, [](int64_t, const uint32_t* w, uint64_t* d, int m) {
-    for (int k = 0; k < 2 && k < m; ++k) d[k] = (uint64_t(w[2 * k]) << 32) | w[2 * k + 1];
+  cpu::random_fill<kV64>(r.data(), n, key, [](int64_t, const uint32_t* w, uint64_t* d, int m) {
+    for (int k = 0; k < m; ++k) d[k] = (uint64_t(w[k]) << 32) | w[k + kV64];
   });
   std::vector<int64_t> perm(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) perm[i] = i;
-  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[r[i] % static_cast<uint64_t>(i + 1)]);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[philox::below64(r[i], static_cast<uint64_t>(i + 1))]);
   on_contiguous(out[0], [&](Tensor& t) {
     KILN_DISPATCH_ALL_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
@@ -180,8 +189,8 @@ void bernoulli_cpu(const OpDef& op, const TensorList& in, TensorList& out, const
     }
     on_contiguous(out[0], [&](Tensor& t) {
       scalar_t* o = t.data_ptr<scalar_t>();
-      cpu::random_fill<4>(o, n, key, [=](int64_t e, const uint32_t* w, scalar_t* d, int m) {
-        for (int k = 0; k < 4 && k < m; ++k) {
+      cpu::random_fill<kV32>(o, n, key, [=](int64_t e, const uint32_t* w, scalar_t* d, int m) {
+        for (int k = 0; k < m; ++k) {
           double pv = static_cast<double>(static_cast<opmath_t<scalar_t>>(pp[e + k]));
           d[k] = scalar_t(w[k] < philox::bernoulli_threshold(pv) ? 1.0f : 0.0f);
         }
@@ -199,8 +208,8 @@ void bernoulli_scalar_cpu(const OpDef& op, const TensorList&, TensorList& out, c
     const int64_t n = t.numel();
     KILN_DISPATCH_ALL_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
-      cpu::random_fill<4>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
-        for (int k = 0; k < 4 && k < m; ++k) d[k] = convert<scalar_t>(w[k] < thr);
+      cpu::random_fill<kV32>(o, n, key, [=](int64_t, const uint32_t* w, scalar_t* d, int m) {
+        for (int k = 0; k < m; ++k) d[k] = convert<scalar_t>(w[k] < thr);
       });
     });
   });

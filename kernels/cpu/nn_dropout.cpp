@@ -1,5 +1,5 @@
-// dropout: one fused pass drawing the keep mask from Philox (element i uses 32 random bits of
-// block offset + i / 4) and scaling the kept values by 1 / (1 - p).
+// dropout: one fused pass drawing the keep mask from Philox (32 random bits per element, see
+// random_kernel.h) and scaling the kept values by 1 / (1 - p).
 #include "core/random.h"
 #include "kernels/cpu/nn_kernels.h"
 #include "kernels/cpu/random_kernel.h"
@@ -17,11 +17,11 @@ void dropout_kernel(const OpDef& op, const TensorList& in, TensorList& out, cons
       using A = opmath_t<scalar_t>;
       const A scale = static_cast<A>(1.0 / (1.0 - p));
       const scalar_t* xp = x.data_ptr<scalar_t>();
-      random_fill<4>(y.data_ptr<scalar_t>(), x.numel(), key,
-                     [=](int64_t e, const uint32_t* w, scalar_t* d, int m) {
-                       for (int k = 0; k < 4 && k < m; ++k)
-                         d[k] = scalar_t(w[k] >= thr ? static_cast<A>(xp[e + k]) * scale : A(0));
-                     });
+      random_fill<kBatchWords>(y.data_ptr<scalar_t>(), x.numel(), key,
+                               [=](int64_t e, const uint32_t* w, scalar_t* d, int m) {
+                                 for (int k = 0; k < m; ++k)
+                                   d[k] = scalar_t(w[k] >= thr ? static_cast<A>(xp[e + k]) * scale : A(0));
+                               });
     });
   });
 }

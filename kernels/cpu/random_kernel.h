@@ -1,7 +1,10 @@
 #pragma once
-// The CPU loop every random kernel uses: element i takes its bits from Philox block
-// (offset + i / PerBlock), so values depend on (seed, offset, i) only and threads may split the
-// work anywhere.
+// The CPU loop every random kernel uses. Work goes in batches of philox::kLanes blocks (64
+// words): batch b takes the counters offset + 16 b .. offset + 16 b + 15, and its element k
+// (of ValuesPerBatch) reads words k, k + ValuesPerBatch, ... of the batch's words laid out
+// word-major (words[w * 16 + lane]). Values thus depend on (seed, offset, index) only, threads
+// may split the work anywhere, and the per-batch transforms are flat loops the compiler
+// vectorises.
 #include <algorithm>
 
 #include "core/random.h"
@@ -9,31 +12,24 @@
 
 namespace kiln::cpu {
 
-// Writes out[0, n). gen(e, w, dst, m) writes the m <= PerBlock values of elements e .. e+m-1
-// to dst[0, m) from the four words w of block e / PerBlock.
-template <int PerBlock, class T, class Gen>
+inline constexpr int kBatchWords = 4 * philox::kLanes;  // 64 random 32-bit words per batch
+
+// Writes out[0, n). gen(first, words, dst, m) writes the m <= ValuesPerBatch values of elements
+// first .. first + m - 1 to dst[0, m), from the batch's 64 words.
+template <int ValuesPerBatch, class T, class Gen>
 void random_fill(T* out, int64_t n, const PhiloxKey& key, Gen&& gen) {
-  static_assert(PerBlock >= 1 && PerBlock <= 4);
-  constexpr int64_t kBatch = int64_t(philox::kLanes) * PerBlock;  // elements per batch of blocks
-  const int64_t nbatches = (n + kBatch - 1) / kBatch;
-  // Philox costs ~4x a simple pointwise op per element.
-  const int64_t grain = std::max<int64_t>(1, kParallelGrain / 4 / kBatch);
+  static_assert(ValuesPerBatch == kBatchWords || ValuesPerBatch == kBatchWords / 2);
+  const int64_t nbatches = (n + ValuesPerBatch - 1) / ValuesPerBatch;
+  // Philox costs a few times a simple pointwise op per element.
+  const int64_t grain = std::max<int64_t>(1, kParallelGrain / 4 / ValuesPerBatch);
   parallel_for(nbatches, grain, [&](int64_t b0, int64_t b1) {
-    uint32_t r[4][philox::kLanes];
+    alignas(32) uint32_t r[4][philox::kLanes];
     for (int64_t b = b0; b < b1; ++b) {
       philox::blocks(key, uint64_t(b) * philox::kLanes, r);
-      const int64_t first = b * kBatch;
-      const int64_t lanes = std::min<int64_t>(philox::kLanes, (n - first + PerBlock - 1) / PerBlock);
-      for (int64_t j = 0; j < lanes; ++j) {
-        const uint32_t w[4] = {r[0][j], r[1][j], r[2][j], r[3][j]};
-        const int64_t e = first + j * PerBlock;
-        const int m = static_cast<int>(std::min<int64_t>(PerBlock, n - e));
-        if (m == PerBlock) {
-          gen(e, w, out + e, PerBlock);
-        } else {
-          gen(e, w, out + e, m);
-        }
-      }
+      const int64_t first = b * ValuesPerBatch;
+      const int m = static_cast<int>(std::min<int64_t>(ValuesPerBatch, n - first));
+      if (m == ValuesPerBatch) gen(first, &r[0][0], out + first, ValuesPerBatch);
+      else gen(first, &r[0][0], out + first, m);
     }
   });
 }
