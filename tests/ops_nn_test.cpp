@@ -442,6 +442,14 @@ TEST(CrossEntropy, KnownValuesAndSpecialCases) {
   Tensor big = tensor({{1000.0, 0.0}}, kFloat32);
   EXPECT_NEAR(cross_entropy(big, tensor({0})).item<double>(), 0.0, 1e-6);
   EXPECT_NEAR(cross_entropy(big, tensor({1})).item<double>(), 1000.0, 1e-3);
+  // NaN propagates; -inf logits (masked classes) contribute nothing to the softmax.
+  EXPECT_TRUE(std::isnan(cross_entropy(tensor({{0.0, NAN, 1.0}}), tensor({0})).item<double>()));
+  Tensor masked = tensor({{0.0, -INFINITY, 0.0}});
+  EXPECT_NEAR(cross_entropy(masked, tensor({2})).item<double>(), std::log(2.0), 1e-6);
+  EXPECT_TRUE(std::isinf(cross_entropy(masked, tensor({1})).item<double>()));
+  Tensor masked3 = zeros({1, 3, 20});
+  masked3.select(1, 1).fill_(-INFINITY);
+  EXPECT_NEAR(cross_entropy(masked3, zeros({1, 20}, kInt64)).item<double>(), std::log(2.0), 1e-6);
   // Large batch (parallel path) matches the reference.
   Tensor xb = random_input({3000, 33}, kFloat32, {-4, 4}, 8);
   auto tv = random_targets(3000, 33, -100, 9);
