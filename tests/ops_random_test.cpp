@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <set>
+#include <thread>
 
 #include "core/op.h"
 #include "core/random.h"
@@ -68,6 +70,31 @@ TEST(Generator, ReservesDisjointRangesAndReseeds) {
   g.manual_seed(9);
   EXPECT_EQ(g.seed(), 9u);
   EXPECT_EQ(g.offset(), 0u);
+}
+
+TEST(Generator, ConcurrentCallersGetDisjointCounters) {
+  Generator g(1);
+  std::vector<std::vector<uint64_t>> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) got[t].push_back(g.reserve(1 + i % 40).offset);
+    });
+  for (auto& th : threads) th.join();
+  std::vector<uint64_t> all;
+  for (auto& v : got) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end());
+  for (size_t i = 1; i < all.size(); ++i) ASSERT_GE(all[i] - all[i - 1], uint64_t(philox::kLanes));
+  // Concurrent rand() calls through the default generator never share values.
+  std::vector<Tensor> res(4);
+  threads.clear();
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&, t] { res[t] = rand({256}, kFloat64); });
+  for (auto& th : threads) th.join();
+  std::set<double> seen;
+  for (auto& r : res)
+    for (double v : to_vec(r)) seen.insert(v);
+  EXPECT_EQ(seen.size(), 4u * 256u);
 }
 
 TEST(Random, SameSeedSameValuesDifferentSeedDifferent) {
