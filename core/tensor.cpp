@@ -16,9 +16,13 @@ TensorImpl* Tensor::checked() const {
 }
 
 int64_t Tensor::size(int64_t d) const {
-  return checked()->sizes()[wrap_dim("size", d, dim() == 0 ? 0 : dim())];
+  KILN_CHECK(dim() > 0, "[size] dimension specified as ", d, " but tensor has no dimensions");
+  return checked()->sizes()[wrap_dim("size", d, dim())];
 }
-int64_t Tensor::stride(int64_t d) const { return checked()->strides()[wrap_dim("stride", d, dim())]; }
+int64_t Tensor::stride(int64_t d) const {
+  KILN_CHECK(dim() > 0, "[stride] dimension specified as ", d, " but tensor has no dimensions");
+  return checked()->strides()[wrap_dim("stride", d, dim())];
+}
 
 void* Tensor::data_ptr() const {
   TensorImpl* t = checked();
@@ -118,9 +122,9 @@ Tensor Tensor::squeeze(int64_t d) const {
   return call_op1(KILN_ROW("squeeze"), {*this}, {Shape{d}});
 }
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
-  if (dim() == 0) return reshape({1});
   int64_t s = wrap_dim("flatten", start, dim()), e = wrap_dim("flatten", end, dim());
   KILN_CHECK(s <= e, "[flatten] start_dim (", start, ") cannot come after end_dim (", end, ")");
+  if (dim() == 0) return reshape({1});
   Shape shape;
   for (int64_t d = 0; d < s; ++d) shape.push_back(size(d));
   int64_t m = 1;
