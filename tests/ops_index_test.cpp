@@ -228,6 +228,13 @@ TEST(IndexOps, CatLargeBlocksAndMixedLayouts) {
   EXPECT_TRUE(close(r64, r, 0, 0));
   Tensor r0 = cat({a.t(), b.t().contiguous(), c.t()}, 0);
   EXPECT_TRUE(close(r0, r.t(), 0, 0));
+  // Pieces of work that start and end inside output rows, and stack's one-element blocks.
+  Tensor p = random_input({301, 70}, kInt32, {}, 5), q = random_input({301, 53}, kInt32, {}, 6);
+  EXPECT_TRUE(close(cat({p, q}, 1), ref_cat({p.to(kFloat64), q.to(kFloat64)}, 1), 0, 0));
+  Tensor s1 = random_input({157, 71}, kFloat16, {}, 7), s2 = random_input({157, 71}, kFloat16, {}, 8);
+  Tensor st = stack({s1, s2, s1}, -1);
+  EXPECT_EQ(st.sizes().vec(), (Shape{157, 71, 3}));
+  EXPECT_TRUE(close(st, ref_cat({s1.to(kFloat64).unsqueeze(2), s2.to(kFloat64).unsqueeze(2), s1.to(kFloat64).unsqueeze(2)}, 2), 0, 0));
   Tensor big = random_input({100000}, kFloat32, {}, 4);
   EXPECT_TRUE(close(cat({big, big}), ref_cat({big.to(kFloat64), big.to(kFloat64)}, 0), 0, 0));
 }

@@ -141,7 +141,6 @@ void cat_kernel(const OpDef& op, const TensorList& in, TensorList& out, const At
   const int64_t outer = shape_numel(IntArrayRef(o.sizes().data(), static_cast<size_t>(dim)));
   const int64_t inner = o.numel() / outer / o.size(dim);
   const int64_t out_row = o.size(dim) * inner;  // elements of one outer row of the output
-  const size_t es = o.element_size();
 
   // Contiguous inputs of the output dtype are copied as blocks; the others through the copy kernel.
   struct Part {
@@ -162,19 +161,41 @@ void cat_kernel(const OpDef& op, const TensorList& in, TensorList& out, const At
     }
     off += len;
   }
-  char* obase = static_cast<char*>(o.impl()->data());
   if (!parts.empty()) {
-    // Split the output's elements evenly; each piece copies its share of every block it meets.
-    parallel_for(outer * out_row, kParallelGrain, [&](int64_t b, int64_t e) {
-      for (int64_t r = b / out_row; r * out_row < e; ++r) {
-        const int64_t lo = std::max<int64_t>(b - r * out_row, 0), hi = std::min<int64_t>(e - r * out_row, out_row);
+    dispatch_itemsize(op, o.dtype(), [&]<class T>() {
+      T* obase = static_cast<T*>(o.impl()->data());
+      auto copy = [](T* __restrict dst, const T* __restrict src, int64_t n) {
+        if (n >= 16) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
+        else
+          for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+      };
+      // Elements [lo, hi) of output row r.
+      auto row_range = [&](int64_t r, int64_t lo, int64_t hi) {
         for (const Part& p : parts) {
           const int64_t s = std::max(lo, p.off), t = std::min(hi, p.off + p.row);
-          if (s < t)
-            std::memcpy(obase + static_cast<size_t>(r * out_row + s) * es,
-                        p.src + static_cast<size_t>(r * p.row + s - p.off) * es, static_cast<size_t>(t - s) * es);
+          if (s < t) copy(obase + r * out_row + s, reinterpret_cast<const T*>(p.src) + r * p.row + s - p.off, t - s);
         }
-      }
+      };
+      // Split the output's elements evenly. Whole rows go part by part (short blocks, as in
+      // stack on the last dim, then run as tight strided loops); partial rows at the ends.
+      parallel_for(outer * out_row, kParallelGrain, [&](int64_t b, int64_t e) {
+        const int64_t rf = (b + out_row - 1) / out_row, rl = e / out_row;
+        if (rf > rl) {
+          row_range(b / out_row, b % out_row, e - (b / out_row) * out_row);
+          return;
+        }
+        if (b < rf * out_row) row_range(rf - 1, b - (rf - 1) * out_row, out_row);
+        for (const Part& p : parts) {
+          const T* src = reinterpret_cast<const T*>(p.src);
+          if (p.row == 1) {
+            T* __restrict dst = obase + p.off;
+            for (int64_t r = rf; r < rl; ++r) dst[r * out_row] = src[r];
+          } else {
+            for (int64_t r = rf; r < rl; ++r) copy(obase + r * out_row + p.off, src + r * p.row, p.row);
+          }
+        }
+        if (rl * out_row < e) row_range(rl, 0, e - rl * out_row);
+      });
     });
   }
   for (const auto& [t, start] : slow) {
@@ -212,17 +233,21 @@ void index_select_run(const Tensor& self, int64_t dim, const I* idx, int64_t nid
   T* obase = static_cast<T*>(out.impl()->data());
   parallel_for(rows, std::max<int64_t>(1, kParallelGrain / inner), [&](int64_t b, int64_t e) {
     Odometer<1> od(outer_s, {&outer_st}, b / nidx);
-    int64_t j = b % nidx;
-    for (int64_t r = b; r < e; ++r) {
-      const T* src = base + od.off[0] + static_cast<int64_t>(idx[j]) * sd;
+    // Rows [r, r + n) share one outer position; j is the index position within it.
+    for (int64_t r = b, j = b % nidx; r < e; j = 0, od.next()) {
+      const int64_t n = std::min(nidx - j, e - r);
+      const T* src = base + od.off[0];
       T* dst = obase + r * inner;
-      if (nd_in == 0) *dst = *src;
-      else if (nd_in == 1 && in_st[0] == 1) std::memcpy(dst, src, static_cast<size_t>(inner) * sizeof(T));
-      else copy_block(dst, src, in_s.data(), in_st.data(), nd_in);
-      if (++j == nidx) {
-        j = 0;
-        od.next();
+      if (nd_in == 0) {
+        for (int64_t q = 0; q < n; ++q) dst[q] = src[static_cast<int64_t>(idx[j + q]) * sd];
+      } else {
+        for (int64_t q = 0; q < n; ++q) {
+          const T* row = src + static_cast<int64_t>(idx[j + q]) * sd;
+          if (nd_in == 1 && in_st[0] == 1) std::memcpy(dst + q * inner, row, static_cast<size_t>(inner) * sizeof(T));
+          else copy_block(dst + q * inner, row, in_s.data(), in_st.data(), nd_in);
+        }
       }
+      r += n;
     }
   });
 }
@@ -340,6 +365,20 @@ void scatter_run(const OpDef& op, const Tensor& index, const Tensor& src, bool s
       T* abase = static_cast<T*>(o.impl()->data());
       const T* cbase = static_cast<const T*>(src.impl()->data());
       sg_for_each(s, [&](int64_t oa, int64_t oi, int64_t oc, int64_t l0, int64_t len, int64_t p) {
+        if (s.nL == 1) {  // dim is the innermost: one loop along it
+          const I* ip = ibase + oi;
+          const T* cp = cbase + oc;
+          T* ap = abase + oa;
+          for (int64_t k = 0; k < s.K; ++k) {
+            const int64_t v = ip[k * s.i_d];
+            if (v < 0 || v >= s.n) {
+              bad.record(p, v);
+              return false;
+            }
+            ap[v * s.a_d] = combine(ap[v * s.a_d], cp[k * s.c_d]);
+          }
+          return true;
+        }
         for (int64_t k = 0; k < s.K; ++k) {
           const I* ip = ibase + oi + k * s.i_d;
           const T* cp = cbase + oc + k * s.c_d;
@@ -376,6 +415,20 @@ void gather_kernel(const OpDef& op, const TensorList& in, TensorList& out, const
       const T* abase = static_cast<const T*>(self.impl()->data());
       T* cbase = static_cast<T*>(o.impl()->data());
       sg_for_each(s, [&](int64_t oa, int64_t oi, int64_t oc, int64_t l0, int64_t len, int64_t p) {
+        if (s.nL == 1) {  // dim is the innermost: one loop along it
+          const I* ip = ibase + oi;
+          const T* ap = abase + oa;
+          T* cp = cbase + oc;
+          for (int64_t k = 0; k < s.K; ++k) {
+            const int64_t v = ip[k * s.i_d];
+            if (v < 0 || v >= s.n) {
+              bad.record(p, v);
+              return false;
+            }
+            cp[k * s.c_d] = ap[v * s.a_d];
+          }
+          return true;
+        }
         for (int64_t k = 0; k < s.K; ++k) {
           const I* ip = ibase + oi + k * s.i_d;
           T* cp = cbase + oc + k * s.c_d;
