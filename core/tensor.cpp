@@ -122,9 +122,9 @@ Tensor Tensor::squeeze(int64_t d) const {
   return call_op1(KILN_ROW("squeeze"), {*this}, {Shape{d}});
 }
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
-  if (dim() == 0) return reshape({1});
   int64_t s = wrap_dim("flatten", start, dim()), e = wrap_dim("flatten", end, dim());
   KILN_CHECK(s <= e, "[flatten] start_dim (", start, ") cannot come after end_dim (", end, ")");
+  if (dim() == 0) return reshape({1});
   Shape shape;
   for (int64_t d = 0; d < s; ++d) shape.push_back(size(d));
   int64_t m = 1;
