@@ -116,7 +116,7 @@ BENCHMARK(BM_EagerChainAllocator)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark
 
 void BM_Mm(benchmark::State& st) {
   const int64_t n = st.range(0);
-  Tensor a = rand({n, n}), b = rand({n, n});
+  Tensor a = randn({n, n}), b = randn({n, n});
   for (auto _ : st) benchmark::DoNotOptimize(mm(a, b));
   double flops = 2.0 * double(n) * double(n) * double(n);
   st.counters["GFLOPs"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
@@ -138,7 +138,7 @@ BENCHMARK(BM_DnnlSgemmDirect)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillis
 
 // Per-op overhead on tiny tensors (dispatch cost).
 void BM_EagerAddSmall(benchmark::State& st) {
-  Tensor x = rand({st.range(0)}), y = rand({st.range(0)});
+  Tensor x = randn({st.range(0)}), y = randn({st.range(0)});
   for (auto _ : st) benchmark::DoNotOptimize(add(x, y));
 }
 BENCHMARK(BM_EagerAddSmall)->Arg(1)->Arg(1024)->Unit(benchmark::kMicrosecond);
