@@ -113,12 +113,12 @@ Tensor Tensor::permute(IntArrayRef dims) const { return call_op1(KILN_ROW("permu
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return call_op1(KILN_ROW("transpose"), {*this}, {d0, d1}); }
 Tensor Tensor::t() const {
   KILN_CHECK(dim() <= 2, "[t] expects a tensor with <= 2 dimensions, but self is ", dim(), "D");
-  return dim() < 2 ? *this : transpose(0, 1);
+  return dim() < 2 ? call_op1(KILN_ROW("alias"), {*this}) : transpose(0, 1);  // a new view, as PyTorch
 }
 Tensor Tensor::unsqueeze(int64_t d) const { return call_op1(KILN_ROW("unsqueeze"), {*this}, {d}); }
 Tensor Tensor::squeeze() const { return call_op1(KILN_ROW("squeeze"), {*this}, {Shape{}}); }
 Tensor Tensor::squeeze(int64_t d) const {
-  if (dim() == 0) { wrap_dim("squeeze", d, 0); return *this; }
+  if (dim() == 0) { wrap_dim("squeeze", d, 0); return call_op1(KILN_ROW("alias"), {*this}); }
   return call_op1(KILN_ROW("squeeze"), {*this}, {Shape{d}});
 }
 Tensor Tensor::flatten(int64_t start, int64_t end) const {

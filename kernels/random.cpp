@@ -6,6 +6,7 @@
 #include <numbers>
 
 #include "core/op.h"
+#include "kernels/cpu/loops.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "core/shape.h"
@@ -22,18 +23,6 @@ PhiloxKey key_at(const Attrs& a, size_t i) {
   return PhiloxKey{static_cast<uint64_t>(a.i(i)), static_cast<uint64_t>(a.i(i + 1))};
 }
 
-// Runs fn(contiguous tensor) on `out`, through a temporary when `out` is a strided view (the
-// element index is the logical row-major index either way).
-template <class Fn>
-void on_contiguous(Tensor& out, Fn&& fn) {
-  if (out.is_contiguous()) {
-    fn(out);
-    return;
-  }
-  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
-  fn(tmp);
-  out.copy_(tmp);
-}
 
 std::vector<TensorMeta> factory_infer(const OpDef& op, const TensorList&, const Attrs& a) {
   check_sizes_nonnegative(op.name, a.ints(0));
@@ -45,7 +34,7 @@ std::vector<TensorMeta> factory_infer(const OpDef& op, const TensorList&, const 
 void uniform_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attrs& a) {
   const PhiloxKey key = key_at(a, 2);
   const double from = a.d(4), to = a.d(5);
-  on_contiguous(out[0], [&](Tensor& t) {
+  cpu::with_contiguous_output(out[0], [&](Tensor& t) {
     const int64_t n = t.numel();
     KILN_DISPATCH_FLOATING_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
@@ -76,7 +65,7 @@ void uniform_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attr
 void normal_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attrs& a) {
   const PhiloxKey key = key_at(a, 2);
   const double mean = a.d(4), stdv = a.d(5);
-  on_contiguous(out[0], [&](Tensor& t) {
+  cpu::with_contiguous_output(out[0], [&](Tensor& t) {
     const int64_t n = t.numel();
     KILN_DISPATCH_FLOATING_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
@@ -117,7 +106,7 @@ void randint_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attr
   const int64_t low = a.i(4), high = a.i(5);
   KILN_INTERNAL_ASSERT(low < high, "randint bounds");
   const uint64_t range = static_cast<uint64_t>(high) - static_cast<uint64_t>(low);
-  on_contiguous(out[0], [&](Tensor& t) {
+  cpu::with_contiguous_output(out[0], [&](Tensor& t) {
     const int64_t n = t.numel();
     KILN_DISPATCH_ALL_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
@@ -147,7 +136,7 @@ void randperm_cpu(const OpDef& op, const TensorList&, TensorList& out, const Att
   std::vector<int64_t> perm(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) perm[i] = i;
   for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[philox::below64(r[i], static_cast<uint64_t>(i + 1))]);
-  on_contiguous(out[0], [&](Tensor& t) {
+  cpu::with_contiguous_output(out[0], [&](Tensor& t) {
     KILN_DISPATCH_ALL_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();
       cpu::parallel_for(n, cpu::kParallelGrain, [&](int64_t b, int64_t e) {
@@ -187,7 +176,7 @@ void bernoulli_cpu(const OpDef& op, const TensorList& in, TensorList& out, const
                    " at index ", i);
       }
     }
-    on_contiguous(out[0], [&](Tensor& t) {
+    cpu::with_contiguous_output(out[0], [&](Tensor& t) {
       scalar_t* o = t.data_ptr<scalar_t>();
       cpu::random_fill<kV32>(o, n, key, [=](int64_t e, const uint32_t* w, scalar_t* d, int m) {
         for (int k = 0; k < m; ++k) {
@@ -204,7 +193,7 @@ void bernoulli_cpu(const OpDef& op, const TensorList& in, TensorList& out, const
 void bernoulli_scalar_cpu(const OpDef& op, const TensorList&, TensorList& out, const Attrs& a) {
   const PhiloxKey key = key_at(a, 2);
   const uint64_t thr = philox::bernoulli_threshold(a.d(4));
-  on_contiguous(out[0], [&](Tensor& t) {
+  cpu::with_contiguous_output(out[0], [&](Tensor& t) {
     const int64_t n = t.numel();
     KILN_DISPATCH_ALL_TYPES(t.dtype(), op.name, {
       scalar_t* o = t.data_ptr<scalar_t>();

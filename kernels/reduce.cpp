@@ -91,7 +91,7 @@ std::vector<TensorMeta> max_dim_infer(const OpDef& op, const TensorList& in, con
 
 std::vector<TensorMeta> arg_infer(const OpDef& op, const TensorList& in, const Attrs& a) {
   const Tensor& x = input(op, in);
-  KILN_CHECK(x.dtype() != kBool, "[", op.name, "] is not implemented for dtype bool");
+  KILN_CHECK(x.dtype() != kBool, "[", op.name, "] is not supported for dtype bool");
   if (a.is_none(0)) {
     KILN_CHECK(x.numel() > 0, "[", op.name, "] Expected reduction dim to be specified for input.numel() == 0 "
                "(input shape ", x.sizes(), ")");

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/ops.h"
 #include "core/tensor.h"
 #include "kernels/cpu/parallel.h"
 
@@ -57,6 +58,19 @@ void for_each_run(const StridedIter& it, Fn&& fn, int64_t grain = kParallelGrain
       }
     }
   });
+}
+
+// Kernels that write contiguous outputs: runs fn(t) on `out` itself when contiguous, else on a
+// contiguous temporary copied into `out` afterwards (a strided out= or in-place target).
+template <class Fn>
+void with_contiguous_output(Tensor& out, Fn&& fn) {
+  if (out.is_contiguous()) {
+    fn(out);
+    return;
+  }
+  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
+  fn(tmp);
+  out.copy_(tmp);
 }
 
 }  // namespace kiln::cpu

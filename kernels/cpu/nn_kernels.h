@@ -2,6 +2,7 @@
 // CPU kernels of the nn rows (kernels/nn.cpp): layer_norm, dropout and the losses.
 #include "core/op.h"
 #include "core/ops.h"
+#include "kernels/cpu/loops.h"
 
 namespace kiln::cpu {
 
@@ -11,17 +12,6 @@ void cross_entropy_kernel(const OpDef& op, const TensorList& in, TensorList& out
 void nll_loss_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a);
 void mse_loss_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a);
 
-// Runs fn(t) on a contiguous tensor t that ends up in `out` (directly when `out` is contiguous).
-template <class Fn>
-void with_contiguous_output(Tensor& out, Fn&& fn) {
-  if (out.is_contiguous()) {
-    fn(out);
-    return;
-  }
-  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
-  fn(tmp);
-  out.copy_(tmp);
-}
 
 // Sum of n doubles in 8 interleaved lanes (vectorisable without reassociation flags), summed
 // in a fixed order so that the result does not depend on the thread count.

@@ -105,7 +105,7 @@ void pointwise_kernel(const OpDef& op, const TensorList& in, TensorList& out, co
           default: break;
         }
       }
-      KILN_FAIL("[", op.name, "] not implemented for dtype ", compute);
+      KILN_FAIL("[", op.name, "] is not supported for dtype ", compute);
   }
 }
 

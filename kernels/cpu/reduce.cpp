@@ -100,7 +100,7 @@ void sum_like(const OpDef& op, const Tensor& x0, Tensor& out, IntArrayRef dims, 
               bool mean) {
   const Tensor x = dt ? cast(x0, *dt) : x0;
   const ReducePlan p = make_reduce_plan(x, reduction_mask(op.name, x, dims));
-  into_contiguous(out, [&](Tensor& o) {
+  with_contiguous_output(out, [&](Tensor& o) {
     KILN_DISPATCH_ALL_TYPES(x.dtype(), op.name, {
       using T = scalar_t;
       if constexpr (std::is_integral_v<T>) {
@@ -126,7 +126,7 @@ void sum_like(const OpDef& op, const Tensor& x0, Tensor& out, IntArrayRef dims, 
 template <bool IsMax>
 void extreme(const OpDef& op, const Tensor& x, Tensor& out, IntArrayRef dims) {
   const ReducePlan p = make_reduce_plan(x, reduction_mask(op.name, x, dims));
-  into_contiguous(out, [&](Tensor& o) {
+  with_contiguous_output(out, [&](Tensor& o) {
     KILN_DISPATCH_ALL_TYPES(x.dtype(), op.name,
                             { run_reduction(ExtremeOp<scalar_t, IsMax>{o.data_ptr<scalar_t>()}, p, x.data_ptr<scalar_t>()); });
   });
@@ -152,7 +152,7 @@ void arg_extreme(const OpDef& op, const Tensor& x, Tensor* values, Tensor& indic
 template <bool IsAll>
 void all_any(const OpDef& op, const Tensor& x, Tensor& out, IntArrayRef dims) {
   const ReducePlan p = make_reduce_plan(x, reduction_mask(op.name, x, dims));
-  into_contiguous(out, [&](Tensor& o) {
+  with_contiguous_output(out, [&](Tensor& o) {
     KILN_DISPATCH_ALL_TYPES(x.dtype(), op.name,
                             { run_reduction(AllAnyOp<scalar_t, IsAll>{o.data_ptr<bool>()}, p, x.data_ptr<scalar_t>()); });
   });
@@ -217,7 +217,7 @@ void var_mean_kernel(const OpDef& op, const TensorList& in, TensorList& out, con
 void logsumexp_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
   const Tensor x = cast(in[0], out[0].dtype());
   const ReducePlan p = make_reduce_plan(x, reduction_mask(op.name, x, a.ints(0)));
-  into_contiguous(out[0], [&](Tensor& o) {
+  with_contiguous_output(out[0], [&](Tensor& o) {
     KILN_DISPATCH_FLOATING_TYPES(x.dtype(), op.name,
                                  { run_reduction(LogSumExpOp<scalar_t>{o.data_ptr<scalar_t>()}, p, x.data_ptr<scalar_t>()); });
   });

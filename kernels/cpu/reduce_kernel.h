@@ -16,6 +16,7 @@
 
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "kernels/cpu/loops.h"
 #include "kernels/cpu/parallel.h"
 
 namespace kiln::cpu {
@@ -165,17 +166,6 @@ void reduce_cols(const Op& op, const ReducePlan& p, const typename Op::in_t* bas
   for (int64_t j = 0; j < ncols; ++j) acc[j] = op.combine(op.combine(l2[j], l1[j]), l0[j]);
 }
 
-// Kernels write contiguous outputs; a strided `out` (from an out= call) gets a copy.
-template <class Fn>
-void into_contiguous(Tensor& out, Fn&& fn) {
-  if (out.is_contiguous()) {
-    fn(out);
-    return;
-  }
-  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
-  fn(tmp);
-  out.copy_(tmp);
-}
 
 // Runs `op` over `in` (data pointer `base`) as planned; op.write(out_offset, acc) stores results.
 // Reductions over an empty space write op.identity() to every output.

@@ -125,7 +125,7 @@ void softmax_impl(const OpDef& op, const TensorList& in, TensorList& out, const 
   const Tensor x = in[0].to(out[0].dtype()).contiguous();
   const DimSplit g = split_at(x, wrap_dim(op.name, a.i(0), x.dim()));
   if (x.numel() == 0) return;
-  into_contiguous(out[0], [&](Tensor& o) {
+  with_contiguous_output(out[0], [&](Tensor& o) {
     KILN_DISPATCH_FLOATING_TYPES(x.dtype(), op.name, {
       if (g.inner == 1) softmax_rows<scalar_t, Log>(x.data_ptr<scalar_t>(), o.data_ptr<scalar_t>(), g);
       else softmax_cols<scalar_t, Log>(x.data_ptr<scalar_t>(), o.data_ptr<scalar_t>(), g);
@@ -184,7 +184,7 @@ void cumsum_kernel(const OpDef& op, const TensorList& in, TensorList& out, const
   const Tensor x = (a.is_none(1) ? in[0] : in[0].to(a.dtype(1))).contiguous();
   const DimSplit g = split_at(x, wrap_dim(op.name, a.i(0), x.dim()));
   if (x.numel() == 0) return;
-  into_contiguous(out[0], [&](Tensor& o) {
+  with_contiguous_output(out[0], [&](Tensor& o) {
     KILN_DISPATCH_ALL_TYPES(x.dtype(), op.name, {
       using T = scalar_t;
       if (o.dtype() == x.dtype()) {
