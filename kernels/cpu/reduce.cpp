@@ -1,6 +1,3 @@
-// Float selects (NaN-aware max, the exp clamps) only if-convert, and so vectorise, when
-// comparisons may be assumed not to trap; kiln never inspects floating point exception flags.
-#pragma GCC optimize("no-trapping-math")
 // CPU kernels of the dim reductions (sum ... all/any): each casts its input where the row asks
 // for a dtype, plans the reduction and runs an op of reduce_ops.h over it.
 #include "kernels/cpu/reduce.h"

@@ -1,6 +1,3 @@
-// Float selects (NaN-aware max, the exp clamps) only if-convert, and so vectorise, when
-// comparisons may be assumed not to trap; kiln never inspects floating point exception flags.
-#pragma GCC optimize("no-trapping-math")
 // CPU kernels of the along-a-dim ops: softmax, log_softmax (max, exp-sum, normalise per row,
 // the row kept in cache) and cumsum. Input is viewed as [outer, L, inner]; with inner == 1
 // each thread takes whole rows, otherwise (outer, tile of inner) units vectorised over inner.
