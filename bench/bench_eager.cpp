@@ -89,6 +89,20 @@ void BM_EagerExp(benchmark::State& st) {
 }
 BENCHMARK(BM_EagerExp)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+void BM_EagerLog(benchmark::State& st) {
+  Tensor x = linspace(0.5, 4.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(log(x));
+  report_bandwidth(st, 2 * 4 * kN);
+}
+BENCHMARK(BM_EagerLog)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_EagerTanh(benchmark::State& st) {
+  Tensor x = linspace(-3.0, 3.0, kN);
+  for (auto _ : st) benchmark::DoNotOptimize(tanh(x));
+  report_bandwidth(st, 2 * 4 * kN);
+}
+BENCHMARK(BM_EagerTanh)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 void BM_EagerMulScalar(benchmark::State& st) {
   Tensor x = linspace(0.0, 1.0, kN);
   for (auto _ : st) benchmark::DoNotOptimize(x * 1.5);

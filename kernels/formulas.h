@@ -25,6 +25,7 @@ template <class T> KILN_FM_INLINE T exp(T x) { return std::exp(x); }
 KILN_FM_INLINE float exp(float x) { return math::exp_f32(x); }
 template <class T> KILN_FM_INLINE T exp2(T x) { return std::exp2(x); }
 template <class T> KILN_FM_INLINE T log(T x) { return std::log(x); }
+KILN_FM_INLINE float log(float x) { return math::log_f32(x); }
 template <class T> KILN_FM_INLINE T log2(T x) { return std::log2(x); }
 template <class T> KILN_FM_INLINE T log10(T x) { return std::log10(x); }
 template <class T> KILN_FM_INLINE T log1p(T x) { return std::log1p(x); }
@@ -34,7 +35,9 @@ template <class T> KILN_FM_INLINE T sin(T x) { return std::sin(x); }
 template <class T> KILN_FM_INLINE T cos(T x) { return std::cos(x); }
 template <class T> KILN_FM_INLINE T tan(T x) { return std::tan(x); }
 template <class T> KILN_FM_INLINE T tanh(T x) { return std::tanh(x); }
+KILN_FM_INLINE float tanh(float x) { return math::tanh_f32(x); }
 template <class T> KILN_FM_INLINE T erf(T x) { return std::erf(x); }
+KILN_FM_INLINE float erf(float x) { return math::erf_f32(x); }
 template <class T> KILN_FM_INLINE T floor(T x) { if constexpr (is_int_v<T>) return x; else return std::floor(x); }
 template <class T> KILN_FM_INLINE T ceil(T x) { if constexpr (is_int_v<T>) return x; else return std::ceil(x); }
 // Half to even, as torch.round.

@@ -1,4 +1,5 @@
 // Op-table rows for every pointwise op: eager kiln vs float64 references on all layouts and dtypes.
+#include <algorithm>
 #include <cmath>
 
 #include "core/op.h"
@@ -278,6 +279,99 @@ TEST(Pointwise, ExpAccuracySweep) {
     worst = std::max(worst, std::fabs(double(py[i]) - ref) / ulp);
   }
   EXPECT_LE(worst, 2.0);
+}
+
+namespace {
+
+Tensor float_tensor(const std::vector<float>& v) {
+  Tensor t = empty({int64_t(v.size())}, kFloat32);
+  std::copy(v.begin(), v.end(), t.data_ptr<float>());
+  return t;
+}
+
+// |y - ref| in units of the float ulp at ref (2^-149 in the subnormal range).
+double ulp_error(float y, double ref) {
+  int e;
+  std::frexp(std::max(std::fabs(ref), 1.1754943508222875e-38), &e);
+  return std::fabs(double(y) - ref) / std::ldexp(1.0, e - 24);
+}
+
+// Worst ulp error of the eager float32 op over xs against the float64 reference.
+template <class Op, class Ref>
+double worst_ulp(const std::vector<float>& xs, Op op, Ref ref) {
+  Tensor y = op(float_tensor(xs));
+  const float* py = y.data_ptr<float>();
+  double worst = 0;
+  for (size_t i = 0; i < xs.size(); ++i) worst = std::max(worst, ulp_error(py[i], ref(double(xs[i]))));
+  return worst;
+}
+
+std::vector<float> log_spaced(double lo, double hi, int n) {
+  std::vector<float> v;
+  for (int i = 0; i < n; ++i) v.push_back(float(lo * std::pow(hi / lo, double(i) / (n - 1))));
+  return v;
+}
+
+std::vector<float> lin_spaced(double lo, double hi, int n) {
+  std::vector<float> v;
+  for (int i = 0; i < n; ++i) v.push_back(float(lo + (hi - lo) * i / (n - 1)));
+  return v;
+}
+
+}  // namespace
+
+// kiln's vectorised logf: within 1 ulp (2 allowed) over all normal and subnormal positive floats.
+TEST(Pointwise, LogAccuracySweep) {
+  std::vector<float> xs = log_spaced(1e-38, 1e38, 400001);
+  for (float x : log_spaced(1.4e-45, 1.17e-38, 20001)) xs.push_back(x);  // subnormals
+  for (float x : lin_spaced(0.5, 2.0, 100001)) xs.push_back(x);          // around 1, cancellation
+  EXPECT_LE(worst_ulp(xs, [](const Tensor& t) { return log(t); }, [](double x) { return std::log(x); }), 2.0);
+}
+
+TEST(Pointwise, TanhAccuracySweep) {
+  std::vector<float> xs = lin_spaced(-20, 20, 400001);
+  for (float x : log_spaced(1e-30, 1.0, 100001)) {  // tiny values and the polynomial / exp switch
+    xs.push_back(x);
+    xs.push_back(-x);
+  }
+  EXPECT_LE(worst_ulp(xs, [](const Tensor& t) { return tanh(t); }, [](double x) { return std::tanh(x); }), 2.0);
+}
+
+TEST(Pointwise, ErfAccuracySweep) {
+  std::vector<float> xs = lin_spaced(-6, 6, 400001);
+  for (float x : log_spaced(1e-30, 1.0, 100001)) {
+    xs.push_back(x);
+    xs.push_back(-x);
+  }
+  EXPECT_LE(worst_ulp(xs, [](const Tensor& t) { return erf(t); }, [](double x) { return std::erf(x); }), 3.0);
+}
+
+TEST(Pointwise, LogTanhErfSpecialValues) {
+  Tensor s = float_tensor({0.0f, -0.0f, INFINITY, -INFINITY, NAN, -1.0f, 1.0f, 1.4e-45f});
+  Tensor l = log(s), t = tanh(s), e = erf(s);
+  const float* pl = l.data_ptr<float>();
+  const float* pt = t.data_ptr<float>();
+  const float* pe = e.data_ptr<float>();
+  EXPECT_TRUE(std::isinf(pl[0]) && pl[0] < 0);
+  EXPECT_TRUE(std::isinf(pl[1]) && pl[1] < 0);
+  EXPECT_TRUE(std::isinf(pl[2]) && pl[2] > 0);
+  EXPECT_TRUE(std::isnan(pl[3]));
+  EXPECT_TRUE(std::isnan(pl[4]));
+  EXPECT_TRUE(std::isnan(pl[5]));
+  EXPECT_EQ(pl[6], 0.0f);
+  EXPECT_NEAR(pl[7], std::log(double(1.4e-45f)), 1e-5);
+  for (const float* p : {pt, pe}) {
+    EXPECT_EQ(p[0], 0.0f);
+    EXPECT_FALSE(std::signbit(p[0]));
+    EXPECT_EQ(p[1], 0.0f);
+    EXPECT_TRUE(std::signbit(p[1]));
+    EXPECT_EQ(p[2], 1.0f);
+    EXPECT_EQ(p[3], -1.0f);
+    EXPECT_TRUE(std::isnan(p[4]));
+    EXPECT_EQ(p[7], 1.4e-45f);
+  }
+  EXPECT_EQ(tanh(float_tensor({100.0f, -100.0f})).sum().item<float>(), 0.0f);
+  EXPECT_EQ(erf(float_tensor({10.0f})).item<float>(), 1.0f);
 }
 
 TEST(Pointwise, Errors) {
