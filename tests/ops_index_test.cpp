@@ -371,10 +371,14 @@ TEST(IndexOps, SplitChunkUnbindErrors) {
 // --- index_select / embedding -------------------------------------------------------------------
 
 namespace {
-OpCase index_select_case(int64_t dim, std::vector<std::vector<Shape>> sets, DType idx_dt) {
+// index_select and gather share sample inputs: data, then an index valid for `dim`.
+using IndexRunFn = Tensor (*)(const Tensor&, int64_t, const Tensor&);
+using IndexRefFn = Tensor (*)(const Tensor&, int64_t, const Tensor&);
+OpCase indexed_case(const std::string& op, IndexRunFn run, IndexRefFn ref, int64_t dim,
+                    std::vector<std::vector<Shape>> sets, DType idx_dt) {
   auto g = std::make_shared<Gen>();
   OpCase c;
-  c.name = "index_select/dim=" + std::to_string(dim) + "/" + std::string(dtype_name(idx_dt));
+  c.name = op + "/dim=" + std::to_string(dim) + "/" + std::string(dtype_name(idx_dt));
   c.shape_sets = std::move(sets);
   c.dtypes = all_dtypes();
   c.fixed_dtype_inputs = {1};
@@ -385,10 +389,14 @@ OpCase index_select_case(int64_t dim, std::vector<std::vector<Shape>> sets, DTyp
     }
     return rand_index(s, g->dim_size(dim), idx_dt, ++g->seed);
   };
-  c.run = [dim](const TensorList& in) { return index_select(in[0], dim, in[1]); };
-  c.ref = [dim](const TensorList& in) { return ref_index_select(in[0], dim, in[1]); };
+  c.run = [run, dim](const TensorList& in) { return run(in[0], dim, in[1]); };
+  c.ref = [ref, dim](const TensorList& in) { return ref(in[0], dim, in[1]); };
   c.out_dtype = same;
   return c;
+}
+
+OpCase index_select_case(int64_t dim, std::vector<std::vector<Shape>> sets, DType idx_dt) {
+  return indexed_case("index_select", &kiln::index_select, &ref_index_select, dim, std::move(sets), idx_dt);
 }
 }  // namespace
 
@@ -478,23 +486,7 @@ const std::vector<std::vector<Shape>> kGatherSets1 = {
 const std::vector<std::vector<Shape>> kGatherSetsLast = {{{5, 3}, {5, 4}}, {{2, 3, 4}, {1, 2, 5}}, {{6}, {3}}};
 
 OpCase gather_case(int64_t dim, std::vector<std::vector<Shape>> sets, DType idx_dt) {
-  auto g = std::make_shared<Gen>();
-  OpCase c;
-  c.name = "gather/dim=" + std::to_string(dim) + "/" + std::string(dtype_name(idx_dt));
-  c.shape_sets = std::move(sets);
-  c.dtypes = all_dtypes();
-  c.fixed_dtype_inputs = {1};
-  c.make_input = [g, dim, idx_dt](size_t i, const Shape& s, DType dt) {
-    if (i == 0) {
-      g->self = s;
-      return g->data(s, dt);
-    }
-    return rand_index(s, g->dim_size(dim), idx_dt, ++g->seed);
-  };
-  c.run = [dim](const TensorList& in) { return gather(in[0], dim, in[1]); };
-  c.ref = [dim](const TensorList& in) { return ref_gather(in[0], dim, in[1]); };
-  c.out_dtype = same;
-  return c;
+  return indexed_case("gather", &kiln::gather, &ref_gather, dim, std::move(sets), idx_dt);
 }
 
 // scatter sets: {self, index, src}; index.size(dim) <= self.size(dim) (distinct indices).

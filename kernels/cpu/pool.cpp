@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/ops.h"
+#include "kernels/cpu/loops.h"
 #include "kernels/cpu/parallel.h"
 
 namespace kiln::cpu {
@@ -19,18 +20,16 @@ bool is_nan(T v) {
 template <class T, class Fn>
 void for_each_plane(const Tensor& input, const Tensor& out, const Pool2dParams& p, Fn&& fn) {
   Tensor x = input.contiguous();
-  Tensor o = out.is_contiguous() ? out : empty(out.sizes(), out.dtype());
-  const int64_t P = x.size(0), HW = x.size(1) * x.size(2), OHW = p.oH * p.oW;
-  const T* xp = x.data_ptr<T>();
-  T* op = o.data_ptr<T>();
-  const int64_t per_plane = std::max<int64_t>(1, OHW * p.kH * p.kW);
-  parallel_for(P, std::max<int64_t>(1, kParallelGrain / per_plane), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) fn(xp + i * HW, op + i * OHW);
+  Tensor dst = out;
+  with_contiguous_output(dst, [&](Tensor& o) {
+    const int64_t P = x.size(0), HW = x.size(1) * x.size(2), OHW = p.oH * p.oW;
+    const T* xp = x.data_ptr<T>();
+    T* op = o.data_ptr<T>();
+    const int64_t per_plane = std::max<int64_t>(1, OHW * p.kH * p.kW);
+    parallel_for(P, std::max<int64_t>(1, kParallelGrain / per_plane), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) fn(xp + i * HW, op + i * OHW);
+    });
   });
-  if (!o.is_same(out)) {
-    Tensor dst = out;
-    dst.copy_(o);
-  }
 }
 
 template <class T>
