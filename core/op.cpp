@@ -2,6 +2,8 @@
 
 #include <mutex>
 
+#include "autograd/grad_mode.h"
+#include "autograd/record.h"
 #include "core/ops.h"
 #include "core/shape.h"
 
@@ -47,6 +49,7 @@ OpRegistry& OpRegistry::instance() {
     ops_registration::register_index_ops(*reg);
     ops_registration::register_nn_ops(*reg);
     ops_registration::register_random_ops(*reg);
+    ops_registration::register_vjps(*reg);
     return reg;
   }();
   return *r;
@@ -142,8 +145,9 @@ Tensor make_view(const OpDef& op, const Tensor& in, const Attrs& attrs) {
   ViewGeometry g = op.view(op, in, attrs);
   auto impl = std::make_shared<TensorImpl>(in.impl()->storage(), in.dtype(), std::move(g.sizes),
                                            std::move(g.strides), g.offset);
-  impl->set_requires_grad(in.requires_grad());
-  return Tensor(std::move(impl));
+  Tensor view(std::move(impl));
+  if (GradMode::is_enabled()) autograd::record_view(op, in, attrs, view);
+  return view;
 }
 
 }  // namespace
@@ -159,6 +163,7 @@ TensorList call_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs
   out.reserve(metas.size());
   for (const TensorMeta& m : metas) out.push_back(empty(m.sizes, m.dtype, m.device));
   kernel_for(op, dev)(op, inputs, out, attrs);
+  if (autograd::should_record(op, inputs)) autograd::record(op, inputs, attrs, out);
   return out;
 }
 
@@ -202,17 +207,21 @@ Tensor& call_op_out(const OpDef& op, Tensor& out, const TensorList& inputs, cons
     for (const Tensor& in : inputs)
       if (in.defined() && overlaps(in, out)) direct = false;  // non-pointwise kernels read after write
   }
-  if (direct) {
-    TensorList outs{out};
-    kernel_for(op, dev)(op, inputs, outs, attrs);
-  } else {
-    Tensor tmp = empty(m.sizes, m.dtype, dev);
-    TensorList outs{tmp};
-    kernel_for(op, dev)(op, inputs, outs, attrs);
-    out.copy_(tmp);
-    return out;  // copy_ bumped the version
+  auto rec = autograd::begin_inplace(op, out, inputs, attrs);
+  {
+    NoGradGuard no_grad;  // the copy below is part of this op, not a second recorded write
+    if (direct) {
+      TensorList outs{out};
+      kernel_for(op, dev)(op, inputs, outs, attrs);
+      out.impl()->storage()->bump_version();
+    } else {
+      Tensor tmp = empty(m.sizes, m.dtype, dev);
+      TensorList outs{tmp};
+      kernel_for(op, dev)(op, inputs, outs, attrs);
+      out.copy_(tmp);  // bumps the version
+    }
   }
-  out.impl()->storage()->bump_version();
+  autograd::finish_inplace(rec.get(), out);
   return out;
 }
 

@@ -15,6 +15,10 @@
 
 namespace kiln {
 
+namespace autograd {
+class VjpContext;
+}
+
 enum class OpKind : uint8_t { Pointwise, Reduction, View, Matmul, Opaque, Factory };
 std::string_view op_kind_name(OpKind k);
 
@@ -67,6 +71,11 @@ struct ViewGeometry {
   int64_t offset;
 };
 using ViewFn = ViewGeometry (*)(const OpDef& op, const Tensor& input, const Attrs& attrs);
+// Reverse mode: gradients of the inputs from those of the outputs (autograd/vjp.h).
+using VjpFn = TensorList (*)(const autograd::VjpContext& ctx, const TensorList& grad_outputs);
+
+// What a vjp reads back from the forward pass; saving less frees activations sooner.
+enum VjpSaves : uint8_t { kSaveNothing = 0, kSaveInputs = 1, kSaveOutputs = 2, kSaveAll = 3 };
 
 struct OpDef {
   std::string name;
@@ -79,6 +88,9 @@ struct OpDef {
   int arity = 0;
   PointwiseRule rule = PointwiseRule::Same;
   bool differentiable = true;
+  // Filled by autograd/vjp_*.cpp; a differentiable row without one raises when recorded.
+  VjpFn vjp = nullptr;
+  uint8_t vjp_saves = kSaveAll;
   // Attribute names, for printing graphs and errors ("dim", "keepdim", ...).
   std::vector<std::string> attr_names;
 };
@@ -134,6 +146,7 @@ void register_linalg_ops(OpRegistry& r);
 void register_index_ops(OpRegistry& r);
 void register_nn_ops(OpRegistry& r);
 void register_random_ops(OpRegistry& r);
+void register_vjps(OpRegistry& r);  // autograd/vjp_registry.cpp
 }  // namespace ops_registration
 
 }  // namespace kiln

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "autograd/grad_mode.h"
+#include "autograd/record.h"
 #include "core/op.h"
 #include "core/ops.h"
 #include "core/shape.h"
@@ -67,31 +69,39 @@ Tensor& Tensor::copy_(const Tensor& src) {
   KILN_CHECK(IntArrayRef(b) == sizes(), "[copy_] source of shape ", src.sizes(),
              " cannot be broadcast to the destination shape ", sizes());
   const OpDef& op = KILN_ROW("copy");
-  Tensor s = src;
-  if (s.impl()->storage() == impl_->storage() && !s.is_same(*this)) s = s.clone();  // overlapping views
-  if (device() != s.device()) {
-    // Cross-device copies go through the device backend's copy hook on contiguous buffers.
-    const DeviceAllocator* a = device_allocator(device().is_cpu() ? s.device().type() : device().type());
-    KILN_CHECK(a && a->copy, "[copy_] no backend to copy from ", s.device(), " to ", device());
-    Tensor staged = s.expand(sizes()).contiguous().to(s.device(), dtype());
-    Tensor dst = is_contiguous() ? *this : empty(sizes(), dtype(), device());
-    a->copy(dst.data_ptr(), device(), staged.data_ptr(), staged.device(), nbytes());
-    if (!dst.is_same(*this)) copy_(dst);
-  } else {
-    TensorList outs{*this};
-    op.kernels[static_cast<int>(device().type())](op, {s}, outs, Attrs{dtype()});
+  auto rec = autograd::begin_inplace(op, *this, {src}, Attrs{dtype()});
+  {
+    NoGradGuard no_grad;
+    Tensor s = src;
+    if (s.impl()->storage() == impl_->storage() && !s.is_same(*this)) s = s.clone();  // overlapping views
+    if (device() != s.device()) {
+      // Cross-device copies go through the device backend's copy hook on contiguous buffers.
+      const DeviceAllocator* a = device_allocator(device().is_cpu() ? s.device().type() : device().type());
+      KILN_CHECK(a && a->copy, "[copy_] no backend to copy from ", s.device(), " to ", device());
+      Tensor staged = s.expand(sizes()).contiguous().to(s.device(), dtype());
+      Tensor dst = is_contiguous() ? *this : empty(sizes(), dtype(), device());
+      a->copy(dst.data_ptr(), device(), staged.data_ptr(), staged.device(), nbytes());
+      if (!dst.is_same(*this)) copy_(dst);
+    } else {
+      TensorList outs{*this};
+      op.kernels[static_cast<int>(device().type())](op, {s}, outs, Attrs{dtype()});
+    }
+    impl_->storage()->bump_version();
   }
-  impl_->storage()->bump_version();
+  autograd::finish_inplace(rec.get(), *this);
   return *this;
 }
 
 Tensor& Tensor::fill_(const Scalar& value) {
   const OpDef& op = KILN_ROW("fill");
-  TensorList outs{*this};
   KernelFn k = op.kernels[static_cast<int>(device().type())];
   KILN_CHECK(k != nullptr, "[fill_] has no implementation for ", device());
-  k(op, {}, outs, Attrs{value, sizes().vec(), dtype()});
+  Attrs attrs{value, sizes().vec(), dtype()};
+  auto rec = autograd::begin_inplace(op, *this, {}, attrs);
+  TensorList outs{*this};
+  k(op, {}, outs, attrs);
   impl_->storage()->bump_version();
+  autograd::finish_inplace(rec.get(), *this);
   return *this;
 }
 Tensor& Tensor::fill_(const Tensor& value) {
@@ -272,19 +282,6 @@ Tensor Tensor::scatter(int64_t d, const Tensor& i, const Tensor& s) const { retu
 Tensor Tensor::scatter_add(int64_t d, const Tensor& i, const Tensor& s) const { return kiln::scatter_add(*this, d, i, s); }
 Tensor Tensor::tril(int64_t k) const { return kiln::tril(*this, k); }
 Tensor Tensor::triu(int64_t k) const { return kiln::triu(*this, k); }
-
-Tensor& Tensor::requires_grad_(bool r) {
-  KILN_CHECK(!r || is_floating_point(), "[requires_grad_] only tensors of floating point dtype can require gradients, got ",
-             dtype());
-  checked()->set_requires_grad(r);
-  return *this;
-}
-
-Tensor Tensor::detach() const {
-  Tensor out = call_op1(KILN_ROW("alias"), {*this});
-  out.impl()->set_requires_grad(false);
-  return out;
-}
 
 // --- operators -------------------------------------------------------------------------------------
 

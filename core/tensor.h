@@ -1,5 +1,6 @@
 #pragma once
 // kiln::Tensor: a cheap, refcounted handle to a TensorImpl (LibTorch naming throughout).
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -175,10 +176,32 @@ class Tensor {
   Tensor& normal_(double mean = 0.0, double std = 1.0);
   Tensor& bernoulli_(double p = 0.5);
 
-  // --- autograd flags (the engine lives in autograd/) --------------------------
+  // --- autograd (defined in autograd/tensor_autograd.cpp) ------------------------
   Tensor& requires_grad_(bool requires_grad = true);
   bool requires_grad() const { return checked()->requires_grad(); }
+  // A view sharing storage that is cut from the graph (requires_grad false).
   Tensor detach() const;
+  Tensor& detach_();
+  // The accumulated gradient of a leaf (or of a tensor that called retain_grad()); undefined
+  // until a backward pass reaches it.
+  const Tensor& grad() const;
+  Tensor& mutable_grad();
+  void set_grad(const Tensor& g);
+  // Reverse-mode pass from this tensor. `gradient` may be omitted only for one-element tensors.
+  // retain_graph defaults to create_graph, as in PyTorch.
+  void backward(const Tensor& gradient = {}, std::optional<bool> retain_graph = std::nullopt,
+                bool create_graph = false) const;
+  bool is_leaf() const;
+  // The node that produced this tensor (nullptr for leaves and tensors outside the graph).
+  std::shared_ptr<autograd::Node> grad_fn() const;
+  uint32_t output_nr() const;
+  void retain_grad() const;
+  bool retains_grad() const;
+  // `hook(grad)` runs when the gradient for this tensor is computed; a defined return value
+  // replaces the gradient. Returns a handle for remove_hook.
+  using GradHook = std::function<Tensor(const Tensor&)>;
+  int64_t register_hook(GradHook hook) const;
+  void remove_hook(int64_t handle) const;
 
  private:
   TensorImpl* checked() const;

@@ -11,6 +11,7 @@ namespace kiln {
 
 namespace autograd {
 struct AutogradMeta;  // defined by the autograd layer
+struct Node;
 }
 
 // Sizes, strides (in elements), offset and dtype over a shared Storage.

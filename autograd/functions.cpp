@@ -1,0 +1,189 @@
+#include "autograd/functions.h"
+
+#include <sstream>
+
+#include "autograd/grad_mode.h"
+#include "core/ops.h"
+
+namespace kiln::autograd {
+
+namespace {
+std::atomic<uint64_t> g_sequence{0};
+std::atomic<int64_t> g_hook_id{0};
+
+Tensor alias_without_meta(const Tensor& t) {
+  const TensorImpl& i = *t.impl();
+  return Tensor(std::make_shared<TensorImpl>(i.storage(), i.dtype(), i.sizes(), i.strides(), i.storage_offset()));
+}
+}  // namespace
+
+Node::Node() : sequence_nr(g_sequence.fetch_add(1, std::memory_order_relaxed)) {}
+int64_t next_hook_id() { return g_hook_id.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+InputGeometry geometry_of(const Tensor& t) {
+  return {t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.dtype(), t.device()};
+}
+
+// --- SavedTensor ---------------------------------------------------------------------------------
+
+void SavedTensor::save(const Tensor& t, bool is_output, const std::shared_ptr<Node>& owner, uint32_t output_nr) {
+  if (!t.defined()) return;
+  saved_ = true;
+  is_output_ = is_output;
+  version_ = t._version();
+  if (is_output) {
+    data_ = alias_without_meta(t);
+    owner_ = owner;
+    output_nr_ = output_nr;
+  } else {
+    data_ = t;
+  }
+}
+
+Tensor SavedTensor::unpack(const OpDef& op, const char* what, size_t index) const {
+  KILN_CHECK(!released_, "[autograd] trying to backward through the graph a second time (the saved ", what, " ", index,
+             " of ", op.name, " was already freed); pass retain_graph=true to the first backward call");
+  KILN_INTERNAL_ASSERT(saved_, "vjp of ", op.name, " reads ", what, " ", index, " which its row does not save");
+  uint32_t now = data_._version();
+  KILN_CHECK(now == version_, "[autograd] one of the tensors needed for gradient computation has been modified by an "
+             "in-place operation: ", what, " ", index, " of ", op.name, " (shape ", data_.sizes(), ", ", data_.dtype(),
+             ") is at version ", now, "; expected version ", version_, " instead");
+  if (is_output_ && GradMode::is_enabled()) {
+    if (auto node = owner_.lock()) {  // differentiating the backward pass: reconnect the output
+      Tensor t = alias_without_meta(data_);
+      AutogradMeta& m = meta_of(t);
+      m.grad_fn = std::move(node);
+      m.output_nr = output_nr_;
+      t.impl()->set_requires_grad(true);
+      return t;
+    }
+  }
+  return data_;
+}
+
+// --- OpNode ----------------------------------------------------------------------------------------
+
+OpNode::OpNode(const OpDef& op, const Attrs& attrs, const TensorList& edge_inputs, uint32_t num_outputs)
+    : op_(op), attrs_(attrs), num_outputs_(num_outputs) {
+  geometry_.reserve(edge_inputs.size());
+  next_edges.reserve(edge_inputs.size());
+  for (const Tensor& t : edge_inputs) {
+    geometry_.push_back(t.defined() ? geometry_of(t) : InputGeometry{});
+    next_edges.push_back(t.defined() ? gradient_edge(t) : Edge{});
+  }
+}
+
+void OpNode::save_inputs(const TensorList& saved_inputs) {
+  saved_inputs_.resize(saved_inputs.size());
+  for (size_t i = 0; i < saved_inputs.size(); ++i) saved_inputs_[i].save(saved_inputs[i], false, nullptr, 0);
+}
+
+void OpNode::save_outputs(const TensorList& outputs) {
+  saved_outputs_.resize(outputs.size());
+  auto self = shared_from_this();
+  for (size_t i = 0; i < outputs.size(); ++i) saved_outputs_[i].save(outputs[i], true, self, static_cast<uint32_t>(i));
+}
+
+Tensor OpNode::input(size_t i) const {
+  KILN_INTERNAL_ASSERT(i < saved_inputs_.size(), "vjp of ", op_.name, " reads input ", i, " which is not saved");
+  return saved_inputs_[i].unpack(op_, "input", i);
+}
+
+Tensor OpNode::output(size_t i) const {
+  KILN_INTERNAL_ASSERT(i < saved_outputs_.size(), "vjp of ", op_.name, " reads output ", i, " which is not saved");
+  return saved_outputs_[i].unpack(op_, "output", i);
+}
+
+void OpNode::release_saved() {
+  for (auto& s : saved_inputs_) if (s.saved()) s.release();
+  for (auto& s : saved_outputs_) if (s.saved()) s.release();
+}
+
+std::string OpNode::name() const {
+  std::string n = op_.name;
+  n.append("Backward");
+  return n;
+}
+
+TensorList OpNode::apply(TensorList&& grads) {
+  KILN_CHECK(op_.vjp != nullptr, "[autograd] the derivative of '", op_.name, "' is not implemented");
+  TensorList r = op_.vjp(*this, grads);
+  KILN_INTERNAL_ASSERT(r.size() <= geometry_.size(), "vjp of ", op_.name, " returned ", r.size(),
+                       " gradients for ", geometry_.size(), " inputs");
+  r.resize(geometry_.size());
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (!next_edges[i].valid()) { r[i] = Tensor(); continue; }
+    if (!r[i].defined()) continue;
+    const InputGeometry& g = geometry_[i];
+    if (r[i].sizes() != IntArrayRef(g.sizes)) r[i] = sum_to(r[i], g.sizes);
+    if (r[i].dtype() != g.dtype) r[i] = r[i].to(g.dtype);
+  }
+  return r;
+}
+
+// --- AccumulateGrad ----------------------------------------------------------------------------------
+
+TensorList AccumulateGrad::apply(TensorList&& grads) {
+  Tensor g = std::move(grads.at(0));
+  if (!g.defined()) return {};
+  for (auto& [id, hook] : meta_->leaf_hooks) {
+    Tensor r = hook(g);
+    if (r.defined()) g = r;
+  }
+  Tensor& acc = meta_->grad;
+  if (GradMode::is_enabled()) {  // create_graph: the accumulated grad stays differentiable
+    acc = acc.defined() ? acc + g : g;
+    return {};
+  }
+  if (!acc.defined()) {
+    // Take the incoming buffer when nobody else can see it; otherwise own a copy, so that an
+    // in-place update of one .grad (zero_, optimizer math) never shows through another.
+    bool exclusive = g.impl_ptr().use_count() == 1 && g.impl()->storage().use_count() == 1 && g.is_contiguous();
+    acc = exclusive ? g.detach() : g.detach().clone();
+  } else {
+    acc.add_(g.detach());
+  }
+  return {};
+}
+
+// --- CopySlices ----------------------------------------------------------------------------------------
+
+CopySlices::CopySlices(InputGeometry base, InputGeometry view, std::shared_ptr<OpNode> fn, int self_index, Edge base_edge)
+    : base_(std::move(base)), view_(std::move(view)), fn_(std::move(fn)), self_index_(self_index) {
+  next_edges.push_back(std::move(base_edge));
+  for (const Edge& e : fn_->next_edges) next_edges.push_back(e);
+  if (self_index_ >= 0) next_edges[1 + self_index_] = Edge{};  // reaches the base through edge 0
+}
+
+TensorList CopySlices::apply(TensorList&& grads) {
+  Tensor g = std::move(grads.at(0));
+  TensorList out(next_edges.size());
+  if (!g.defined()) return out;
+  NoGradGuard no_grad;  // double backward through an in-place write on a view is not supported
+  // A scratch buffer laid out like the base's storage, so base and view keep their geometry.
+  auto extent = [](const InputGeometry& x, int64_t& lo, int64_t& hi) {
+    lo = hi = x.offset;
+    for (size_t d = 0; d < x.sizes.size(); ++d) {
+      if (x.sizes[d] == 0) { hi = lo - 1; return; }
+      int64_t e = (x.sizes[d] - 1) * x.strides[d];
+      (e < 0 ? lo : hi) += e;
+    }
+  };
+  int64_t blo, bhi, vlo, vhi;
+  extent(base_, blo, bhi);
+  extent(view_, vlo, vhi);
+  int64_t lo = std::min(blo, vlo), hi = std::max(bhi, vhi);
+  Tensor buf = zeros({std::max<int64_t>(hi - lo + 1, 0)}, g.dtype());
+  Tensor base_in_buf = buf.as_strided(base_.sizes, base_.strides, base_.offset - lo);
+  base_in_buf.copy_(g);
+  Tensor view_in_buf = buf.as_strided(view_.sizes, view_.strides, view_.offset - lo);
+  TensorList res = fn_->apply(TensorList{view_in_buf.clone()});
+  if (self_index_ >= 0 && res.at(self_index_).defined()) view_in_buf.copy_(res[self_index_]);
+  else view_in_buf.zero_();
+  out[0] = base_in_buf;
+  for (size_t k = 0; k < res.size(); ++k)
+    if (static_cast<int>(k) != self_index_) out[1 + k] = res[k];
+  return out;
+}
+
+}  // namespace kiln::autograd

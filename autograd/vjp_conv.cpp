@@ -1,0 +1,8 @@
+#include "autograd/vjp_families.h"
+#include "core/ops.h"
+
+namespace kiln::autograd {
+
+void register_conv_vjps(OpRegistry&) {}
+
+}  // namespace kiln::autograd
