@@ -106,6 +106,9 @@ std::string OpNode::name() const {
 }
 
 TensorList OpNode::apply(TensorList&& grads) {
+  bool any_edge = false;
+  for (const Edge& e : next_edges) any_edge = any_edge || e.valid();
+  if (!any_edge) return TensorList(next_edges.size());  // e.g. fill_ overwrote the values: no inputs to reach
   KILN_CHECK(op_.vjp != nullptr, "[autograd] the derivative of '", op_.name, "' is not implemented");
   TensorList r = op_.vjp(*this, grads);
   KILN_INTERNAL_ASSERT(r.size() <= geometry_.size(), "vjp of ", op_.name, " returned ", r.size(),
