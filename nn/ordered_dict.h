@@ -1,7 +1,9 @@
 #pragma once
 // An insertion-ordered string-keyed map (torch::OrderedDict): parameters, buffers, submodules and
 // state dicts keep the order in which they were registered, as PyTorch's do.
+#include <concepts>
 #include <cstddef>
+#include <type_traits>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -21,6 +23,16 @@ class OrderedDict {
   OrderedDict() = default;
   OrderedDict(std::initializer_list<Item> items) {
     for (const auto& it : items) insert(it.first, it.second);
+  }
+  // From a std::map / std::unordered_map (e.g. tensors loaded from a file), in its iteration order.
+  template <class Map>
+    requires(!std::is_same_v<std::remove_cvref_t<Map>, OrderedDict> &&
+             requires(const Map& m) {
+               { m.begin()->first } -> std::convertible_to<std::string>;
+               { m.begin()->second } -> std::convertible_to<V>;
+             })
+  OrderedDict(const Map& map) {  // NOLINT: implicit, so load_state_dict(loaded_map) works
+    for (const auto& [key, value] : map) insert(key, value);
   }
 
   size_t size() const { return items_.size(); }

@@ -1,6 +1,7 @@
 // nn::Module mechanics: registration and naming, traversal, train/eval, to(), zero_grad,
 // state_dict round trips and their errors, clone, printing, containers, and nn::init.
 #include <cmath>
+#include <map>
 
 #include "autograd/autograd.h"
 #include "kiln/kiln.h"
@@ -181,6 +182,13 @@ TEST(NnModule, StateDictRoundTrip) {
   EXPECT_TRUE(b_weight.is_same(b->fc1->weight));
   EXPECT_TRUE(b_weight.requires_grad() && b_weight.is_leaf());
   EXPECT_NE(b_weight.data_ptr(), a->fc1->weight.data_ptr());
+
+  // A std::map (as a file loader may return) converts implicitly.
+  std::map<std::string, Tensor> as_map;
+  for (const auto& [k, v] : a->state_dict()) as_map.emplace(k, v.clone());
+  auto c = std::make_shared<TinyNet>();
+  c->load_state_dict(as_map);
+  EXPECT_TRUE(close(a->forward(x), c->forward(x), 0, 0));
 
   // BatchNorm buffers travel too; values are converted to the module's dtype.
   auto bn1 = std::make_shared<nn::BatchNorm1d>(2);
