@@ -17,6 +17,15 @@ void ModuleListBase::append(const std::string& name, std::shared_ptr<Module> mod
   modules_.push_back(std::move(module));
 }
 
+void ModuleListBase::replace_module_impl(const std::string& name, std::shared_ptr<Module> module) {
+  const auto children = named_children();
+  const std::shared_ptr<Module>* found = children.find(name);
+  std::shared_ptr<Module> old = found ? *found : nullptr;
+  Module::replace_module_impl(name, module);  // raises for an unknown name
+  for (auto& m : modules_)
+    if (m == old) m = module;
+}
+
 void ModuleListBase::clone_into(ModuleListBase& copy) const {
   for (const auto& [key, child] : named_children()) copy.append(key, child->clone());
   NoGradGuard no_grad;

@@ -33,6 +33,7 @@ class ModuleListBase : public Module {
   void append(const std::string& name, std::shared_ptr<Module> module);
   // Deep-copies the children (and any own tensors) into `copy`.
   void clone_into(ModuleListBase& copy) const;
+  void replace_module_impl(const std::string& name, std::shared_ptr<Module> module) override;
 
   std::vector<std::shared_ptr<Module>> modules_;
 };

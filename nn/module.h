@@ -117,10 +117,11 @@ class Module : public std::enable_shared_from_this<Module> {
   // Copies tensor values, requires_grad and training flags from `src` (same structure) into this
   // module and its children; tensors take src's dtype and device.
   void copy_state_from(const Module& src);
+  // Containers override it to keep their own index in step.
+  virtual void replace_module_impl(const std::string& name, std::shared_ptr<Module> module);
 
  private:
   void register_module_impl(const std::string& name, std::shared_ptr<Module> module);
-  void replace_module_impl(const std::string& name, std::shared_ptr<Module> module);
   void collect_state(const std::string& prefix, StateDict& out, bool for_loading) const;
   void convert(const std::function<Tensor(const Tensor&)>& fn, bool floating_only);
 

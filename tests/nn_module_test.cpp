@@ -317,6 +317,11 @@ TEST(NnModule, SequentialAndModuleList) {
   EXPECT_TRUE(seq->ptr(-1) == (*seq)[1]);
   EXPECT_KILN_ERROR((*seq)[2], "[Sequential]", "index 2", "2 modules");
   EXPECT_KILN_ERROR(seq->at<nn::Conv2d>(1), "[Sequential]", "module 1 is a Tanh");
+  // replace_module swaps a child in the container's order and in the registry.
+  seq->replace_module("act", std::make_shared<nn::Sigmoid>());
+  EXPECT_EQ((*seq)[1]->name(), "Sigmoid");
+  EXPECT_TRUE(close((*seq)(x), sigmoid(lin->forward(x))));
+  EXPECT_KILN_ERROR(seq->replace_module("nope", std::make_shared<nn::ReLU>()), "[replace_module]", "'nope'");
 
   nn::Sequential braced({std::make_shared<nn::ReLU>(), std::make_shared<nn::Sigmoid>()});
   EXPECT_EQ(braced.size(), 2u);
