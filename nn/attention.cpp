@@ -27,8 +27,10 @@ MultiheadAttention::MultiheadAttention(const MultiheadAttentionOptions& options)
              o.embed_dim, " and ", o.num_heads);
   KILN_CHECK(o.embed_dim % o.num_heads == 0, "[MultiheadAttention] embed_dim (", o.embed_dim,
              ") must be divisible by num_heads (", o.num_heads, ")");
-  KILN_CHECK(o.dropout >= 0.0 && o.dropout <= 1.0, "[MultiheadAttention] dropout probability has to be between 0 and 1, "
-             "but got ", o.dropout);
+  KILN_CHECK(o.dropout >= 0.0 && o.dropout <= 1.0,
+             "[MultiheadAttention] dropout probability has to be between 0 and 1, "
+             "but got ",
+             o.dropout);
   head_dim = o.embed_dim / o.num_heads;
   reset();
 }
@@ -57,8 +59,10 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
   const int64_t e = options.embed_dim, h = options.num_heads;
   KILN_CHECK(query.defined() && key.defined() && value.defined(),
              "[MultiheadAttention] query, key and value must be defined tensors");
-  KILN_CHECK(query.dim() == 3 || query.dim() == 2, "[MultiheadAttention] expected a 3D (batched) or 2D (unbatched) "
-             "query, but got query of shape ", query.sizes());
+  KILN_CHECK(query.dim() == 3 || query.dim() == 2,
+             "[MultiheadAttention] expected a 3D (batched) or 2D (unbatched) "
+             "query, but got query of shape ",
+             query.sizes());
   KILN_CHECK(key.dim() == query.dim() && value.dim() == query.dim(), "[MultiheadAttention] key and value must have ",
              query.dim(), " dims like the query; got query ", query.sizes(), ", key ", key.sizes(), ", value ",
              value.sizes());
@@ -98,8 +102,10 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
   if (attn_mask.defined()) {
     mask = additive_mask("attn_mask", attn_mask, q.dtype());
     if (mask.dim() == 2) {
-      KILN_CHECK(mask.size(0) == tgt_len && mask.size(1) == src_len, "[MultiheadAttention] the shape of the 2D "
-                 "attn_mask is ", attn_mask.sizes(), ", but should be [", tgt_len, ", ", src_len, "] (L, S)");
+      KILN_CHECK(mask.size(0) == tgt_len && mask.size(1) == src_len,
+                 "[MultiheadAttention] the shape of the 2D "
+                 "attn_mask is ",
+                 attn_mask.sizes(), ", but should be [", tgt_len, ", ", src_len, "] (L, S)");
       mask = mask.unsqueeze(0);
     } else {
       KILN_CHECK(mask.dim() == 3 && mask.size(0) == n * h && mask.size(1) == tgt_len && mask.size(2) == src_len,
@@ -152,7 +158,8 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
 
 Tensor generate_square_subsequent_mask(int64_t n, DType dtype, Device device) {
   KILN_CHECK(n >= 0, "[generate_square_subsequent_mask] size must be non-negative, got ", n);
-  KILN_CHECK(is_floating_point(dtype), "[generate_square_subsequent_mask] expected a floating point dtype, got ", dtype);
+  KILN_CHECK(is_floating_point(dtype), "[generate_square_subsequent_mask] expected a floating point dtype, got ",
+             dtype);
   return triu(full({n, n}, kNegInf, TensorOptions(dtype).device(device)), 1);
 }
 

@@ -49,9 +49,7 @@ Sequential::Sequential(const OrderedDict<std::shared_ptr<Module>>& named) {
 
 void Sequential::push_back(std::shared_ptr<Module> module) { append(std::to_string(size()), std::move(module)); }
 
-void Sequential::push_back(const std::string& name, std::shared_ptr<Module> module) {
-  append(name, std::move(module));
-}
+void Sequential::push_back(const std::string& name, std::shared_ptr<Module> module) { append(name, std::move(module)); }
 
 Tensor Sequential::forward(const Tensor& input) {
   Tensor x = input;

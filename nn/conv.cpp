@@ -43,8 +43,8 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, ExpandingArray<2> kern
 
 void Conv2d::reset() {
   const auto& o = options;
-  weight = register_parameter(
-      "weight", empty({o.out_channels, o.in_channels / o.groups, o.kernel_size[0], o.kernel_size[1]}));
+  weight = register_parameter("weight",
+                              empty({o.out_channels, o.in_channels / o.groups, o.kernel_size[0], o.kernel_size[1]}));
   bias = register_parameter("bias", o.bias ? empty({o.out_channels}) : Tensor());
   reset_parameters();
 }

@@ -14,7 +14,7 @@ namespace kiln::nn {
 template <size_t N>
 class ExpandingArray {
  public:
-  ExpandingArray(int64_t v) { values_.fill(v); }  // NOLINT: implicit, as in LibTorch
+  ExpandingArray(int64_t v) { values_.fill(v); }      // NOLINT: implicit, as in LibTorch
   ExpandingArray(std::initializer_list<int64_t> l) {  // NOLINT
     KILN_CHECK(l.size() == N || l.size() == 1, "[ExpandingArray] expected 1 or ", N, " values, got ", l.size());
     if (l.size() == 1) {

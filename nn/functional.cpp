@@ -7,9 +7,12 @@ namespace kiln::nn::functional {
 
 Tensor reduce_loss(const Tensor& loss, Reduction reduction) {
   switch (reduction) {
-    case Reduction::None: return loss;
-    case Reduction::Mean: return loss.mean();
-    case Reduction::Sum: return loss.sum();
+    case Reduction::None:
+      return loss;
+    case Reduction::Mean:
+      return loss.mean();
+    case Reduction::Sum:
+      return loss.sum();
   }
   KILN_FAIL("[reduce_loss] invalid reduction ", static_cast<int>(reduction));
 }
@@ -64,11 +67,12 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
 
 Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, const Tensor& weight,
                                         Reduction reduction, const Tensor& pos_weight) {
-  KILN_CHECK(input.defined() && target.defined(), "[binary_cross_entropy_with_logits] input and target must be defined");
+  KILN_CHECK(input.defined() && target.defined(),
+             "[binary_cross_entropy_with_logits] input and target must be defined");
   KILN_CHECK(input.sizes() == target.sizes(), "[binary_cross_entropy_with_logits] target size ", target.sizes(),
              " must be the same as input size ", input.sizes());
-  KILN_CHECK(input.is_floating_point(), "[binary_cross_entropy_with_logits] expected a floating point input, got dtype ",
-             input.dtype());
+  KILN_CHECK(input.is_floating_point(),
+             "[binary_cross_entropy_with_logits] expected a floating point input, got dtype ", input.dtype());
   // log(1 + exp(-x)) without overflow for either sign of x.
   Tensor log1p_exp_neg = input.abs().neg().exp().log1p() + input.neg().clamp_min(0);
   Tensor loss;

@@ -28,9 +28,8 @@ using kiln::tanh;
 // running statistics (when defined) move by `momentum` towards the batch mean and the unbiased
 // variance. Otherwise the running statistics are used. Composed of public ops, so autograd
 // differentiates it.
-Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
-                  const Tensor& weight = {}, const Tensor& bias = {}, bool training = false,
-                  double momentum = 0.1, double eps = 1e-5);
+Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight = {},
+                  const Tensor& bias = {}, bool training = false, double momentum = 0.1, double eps = 1e-5);
 
 // -[pos_weight * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))], computed stably as
 // (1 - y) * x + (1 + (pos_weight - 1) * y) * (log1p(exp(-|x|)) + max(-x, 0)), times `weight`.

@@ -27,8 +27,8 @@ int64_t fan_for(const char* fn, const Tensor& t, const std::string& mode) {
 }  // namespace
 
 double calculate_gain(const std::string& nonlinearity, std::optional<double> param) {
-  static const char* const kLinear[] = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-                                        "conv_transpose2d", "conv_transpose3d"};
+  static const char* const kLinear[] = {"linear",           "conv1d",           "conv2d",          "conv3d",
+                                        "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"};
   for (const char* n : kLinear)
     if (nonlinearity == n) return 1.0;
   if (nonlinearity == "sigmoid") return 1.0;
@@ -44,8 +44,10 @@ double calculate_gain(const std::string& nonlinearity, std::optional<double> par
 
 std::pair<int64_t, int64_t> calculate_fan_in_and_fan_out(const Tensor& t) {
   check_defined("calculate_fan_in_and_fan_out", t);
-  KILN_CHECK(t.dim() >= 2, "[init::calculate_fan_in_and_fan_out] fan in and fan out can not be computed for a tensor "
-             "with fewer than 2 dimensions, got shape ", t.sizes());
+  KILN_CHECK(t.dim() >= 2,
+             "[init::calculate_fan_in_and_fan_out] fan in and fan out can not be computed for a tensor "
+             "with fewer than 2 dimensions, got shape ",
+             t.sizes());
   int64_t receptive = 1;
   for (int64_t d = 2; d < t.dim(); ++d) receptive *= t.size(d);
   return {t.size(1) * receptive, t.size(0) * receptive};

@@ -38,7 +38,8 @@ Tensor Linear::forward(const Tensor& input) {
 
 std::string Linear::extra_repr() const {
   std::ostringstream os;
-  os << "in_features=" << in_features << ", out_features=" << out_features << ", bias=" << (has_bias ? "true" : "false");
+  os << "in_features=" << in_features << ", out_features=" << out_features
+     << ", bias=" << (has_bias ? "true" : "false");
   return os.str();
 }
 

@@ -78,7 +78,8 @@ Module::Module(const Module& other)
 std::string Module::name() const { return name_.empty() ? demangled_class_name(typeid(*this)) : name_; }
 
 Tensor Module::forward(const Tensor& input) {
-  KILN_FAIL("[", name(), "] has no single-input forward(input); modules with other signatures (losses, attention) "
+  KILN_FAIL("[", name(),
+            "] has no single-input forward(input); modules with other signatures (losses, attention) "
             "define their own forward overloads");
 }
 
@@ -100,8 +101,8 @@ Tensor Module::register_parameter(const std::string& name, Tensor tensor, bool r
 
 Tensor Module::register_buffer(const std::string& name, Tensor tensor, bool persistent) {
   check_name("register_buffer", *this, name);
-  KILN_CHECK(!parameters_.contains(name) && !buffers_.contains(name) && !children_.contains(name),
-             "[register_buffer] ", this->name(), " already has a member named '", name, "'");
+  KILN_CHECK(!parameters_.contains(name) && !buffers_.contains(name) && !children_.contains(name), "[register_buffer] ",
+             this->name(), " already has a member named '", name, "'");
   if (tensor.defined() && tensor.requires_grad()) tensor = tensor.detach();
   buffers_.insert(name, tensor);
   if (!persistent) non_persistent_.push_back(name);
@@ -112,8 +113,8 @@ void Module::register_module_impl(const std::string& name, std::shared_ptr<Modul
   check_name("register_module", *this, name);
   KILN_CHECK(module != nullptr, "[register_module] ", this->name(), ": submodule '", name, "' is null");
   KILN_CHECK(module.get() != this, "[register_module] ", this->name(), " cannot be its own submodule");
-  KILN_CHECK(!parameters_.contains(name) && !buffers_.contains(name) && !children_.contains(name),
-             "[register_module] ", this->name(), " already has a member named '", name, "'");
+  KILN_CHECK(!parameters_.contains(name) && !buffers_.contains(name) && !children_.contains(name), "[register_module] ",
+             this->name(), " already has a member named '", name, "'");
   children_.insert(name, std::move(module));
 }
 
@@ -307,7 +308,8 @@ LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) 
 
   std::vector<std::string> errors = mismatches;
   if (strict) {
-    if (!result.missing_keys.empty()) errors.insert(errors.begin(), "missing key(s): " + quoted_list(result.missing_keys));
+    if (!result.missing_keys.empty())
+      errors.insert(errors.begin(), "missing key(s): " + quoted_list(result.missing_keys));
     if (!result.unexpected_keys.empty())
       errors.insert(errors.begin() + (result.missing_keys.empty() ? 0 : 1),
                     "unexpected key(s): " + quoted_list(result.unexpected_keys));
@@ -327,8 +329,7 @@ LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) 
 // --- copying and printing ---------------------------------------------------------------------
 
 std::shared_ptr<Module> Module::clone() const {
-  KILN_FAIL("[clone] ", name(),
-            " does not support clone(); derive it from nn::Cloneable<", name(),
+  KILN_FAIL("[clone] ", name(), " does not support clone(); derive it from nn::Cloneable<", name(),
             "> and register its members in reset()");
 }
 
@@ -351,8 +352,8 @@ void Module::copy_state_from(const Module& src) {
   };
   copy_tensors("parameter", parameters_, src.parameters_);
   copy_tensors("buffer", buffers_, src.buffers_);
-  KILN_CHECK(children_.size() == src.children_.size(), "[clone] ", name(), ": reset() registered ",
-             children_.size(), " submodules but the original has ", src.children_.size());
+  KILN_CHECK(children_.size() == src.children_.size(), "[clone] ", name(), ": reset() registered ", children_.size(),
+             " submodules but the original has ", src.children_.size());
   for (auto& [key, child] : children_) {
     const std::shared_ptr<Module>* s = src.children_.find(key);
     KILN_CHECK(s != nullptr, "[clone] ", name(), ": reset() registered submodule '", key,

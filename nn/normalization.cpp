@@ -22,8 +22,8 @@ void BatchNormBase<Derived>::reset() {
   bias = this->register_parameter("bias", o.affine ? empty({o.num_features}) : Tensor());
   running_mean = this->register_buffer("running_mean", o.track_running_stats ? empty({o.num_features}) : Tensor());
   running_var = this->register_buffer("running_var", o.track_running_stats ? empty({o.num_features}) : Tensor());
-  num_batches_tracked = this->register_buffer(
-      "num_batches_tracked", o.track_running_stats ? zeros({}, DType::Int64) : Tensor());
+  num_batches_tracked =
+      this->register_buffer("num_batches_tracked", o.track_running_stats ? zeros({}, DType::Int64) : Tensor());
   reset_parameters();
 }
 
@@ -88,8 +88,8 @@ void BatchNorm1d::check_input_dim(const Tensor& input) const {
 }
 
 void BatchNorm2d::check_input_dim(const Tensor& input) const {
-  KILN_CHECK(input.dim() == 4, "[BatchNorm2d] expected 4D input (got ", input.dim(), "D input of shape ",
-             input.sizes(), ")");
+  KILN_CHECK(input.dim() == 4, "[BatchNorm2d] expected 4D input (got ", input.dim(), "D input of shape ", input.sizes(),
+             ")");
 }
 
 LayerNorm::LayerNorm(std::vector<int64_t> normalized_shape, double eps, bool elementwise_affine, bool bias)
@@ -114,7 +114,8 @@ Tensor LayerNorm::forward(const Tensor& input) {
   KILN_CHECK(input.defined(), "[LayerNorm] input is an undefined tensor");
   const auto nd = static_cast<int64_t>(normalized_shape.size());
   bool ok = input.dim() >= nd;
-  for (int64_t i = 0; ok && i < nd; ++i) ok = input.size(input.dim() - nd + i) == normalized_shape[static_cast<size_t>(i)];
+  for (int64_t i = 0; ok && i < nd; ++i)
+    ok = input.size(input.dim() - nd + i) == normalized_shape[static_cast<size_t>(i)];
   KILN_CHECK(ok, "[LayerNorm] expected input with trailing shape ", normalized_shape,
              " (normalized_shape), but got input of shape ", input.sizes());
   return layer_norm(input, normalized_shape, weight.defined() ? std::optional<Tensor>(weight) : std::nullopt,

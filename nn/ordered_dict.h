@@ -3,8 +3,8 @@
 // state dicts keep the order in which they were registered, as PyTorch's do.
 #include <concepts>
 #include <cstddef>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -26,12 +26,10 @@ class OrderedDict {
   }
   // From a std::map / std::unordered_map (e.g. tensors loaded from a file), in its iteration order.
   template <class Map>
-    requires(!std::is_same_v<std::remove_cvref_t<Map>, OrderedDict> &&
-             requires(const Map& m) {
-               { m.begin()->first } -> std::convertible_to<std::string>;
-               { m.begin()->second } -> std::convertible_to<V>;
-             })
-  OrderedDict(const Map& map) {  // NOLINT: implicit, so load_state_dict(loaded_map) works
+  requires(!std::is_same_v<std::remove_cvref_t<Map>, OrderedDict> && requires(const Map& m) {
+    { m.begin()->first } -> std::convertible_to<std::string>;
+    { m.begin()->second } -> std::convertible_to<V>;
+  }) OrderedDict(const Map& map) {  // NOLINT: implicit, so load_state_dict(loaded_map) works
     for (const auto& [key, value] : map) insert(key, value);
   }
 

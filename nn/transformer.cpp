@@ -6,8 +6,10 @@ namespace kiln::nn {
 
 TransformerEncoderLayer::TransformerEncoderLayer(const TransformerEncoderLayerOptions& options) : options(options) {
   const auto& o = this->options;
-  KILN_CHECK(o.activation == "relu" || o.activation == "gelu", "[TransformerEncoderLayer] activation should be relu or "
-             "gelu, not '", o.activation, "'");
+  KILN_CHECK(o.activation == "relu" || o.activation == "gelu",
+             "[TransformerEncoderLayer] activation should be relu or "
+             "gelu, not '",
+             o.activation, "'");
   KILN_CHECK(o.dim_feedforward > 0, "[TransformerEncoderLayer] dim_feedforward must be positive, got ",
              o.dim_feedforward);
   reset();
@@ -49,8 +51,8 @@ Tensor TransformerEncoderLayer::forward(const Tensor& src, const Tensor& src_mas
   KILN_CHECK(src.defined(), "[TransformerEncoderLayer] src is an undefined tensor");
   KILN_CHECK((src.dim() == 3 || src.dim() == 2) && src.size(-1) == options.d_model,
              "[TransformerEncoderLayer] expected src of shape (S, N, ", options.d_model, ")",
-             options.batch_first ? " (batch_first: (N, S, E))" : "", " or (S, ", options.d_model,
-             "), but got shape ", src.sizes());
+             options.batch_first ? " (batch_first: (N, S, E))" : "", " or (S, ", options.d_model, "), but got shape ",
+             src.sizes());
   Tensor x = src;
   if (options.norm_first) {
     x = x + self_attention_block(norm1->forward(x), src_mask, src_key_padding_mask);
@@ -86,8 +88,8 @@ Tensor TransformerEncoder::forward(const Tensor& src, const Tensor& mask, const 
 }
 
 std::shared_ptr<Module> TransformerEncoder::clone() const {
-  auto copy = std::shared_ptr<TransformerEncoder>(new TransformerEncoder(
-      std::static_pointer_cast<ModuleList>(layers->clone()), norm ? norm->clone() : nullptr));
+  auto copy = std::shared_ptr<TransformerEncoder>(
+      new TransformerEncoder(std::static_pointer_cast<ModuleList>(layers->clone()), norm ? norm->clone() : nullptr));
   copy->train(is_training());
   return copy;
 }

@@ -57,9 +57,9 @@ TEST(NnLayers, Activations) {
 
   Tensor m = tensor({{1.0, 2.0, 3.0}, {0.0, 0.0, 0.0}}, DType::Float64);
   const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
-  EXPECT_TRUE(close(nn::Softmax(1)(m), tensor({{std::exp(1.0) / z, std::exp(2.0) / z, std::exp(3.0) / z},
-                                               {1.0 / 3, 1.0 / 3, 1.0 / 3}},
-                                              DType::Float64)));
+  EXPECT_TRUE(close(nn::Softmax(1)(m),
+                    tensor({{std::exp(1.0) / z, std::exp(2.0) / z, std::exp(3.0) / z}, {1.0 / 3, 1.0 / 3, 1.0 / 3}},
+                           DType::Float64)));
   EXPECT_TRUE(close(nn::Softmax(0)(m).sum({0}), ones({3}, DType::Float64)));
 
   EXPECT_EQ(nn::Flatten()(zeros({2, 3, 4, 5})).sizes(), (Shape{2, 60}));
@@ -98,7 +98,8 @@ Tensor ref_conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   const int64_t o = weight.size(0), cg = weight.size(1), kh = weight.size(2), kw = weight.size(3);
   const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1, ow = (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-  std::vector<double> in = to_vec(input), wt = to_vec(weight), b = bias.defined() ? to_vec(bias) : std::vector<double>();
+  std::vector<double> in = to_vec(input), wt = to_vec(weight),
+                      b = bias.defined() ? to_vec(bias) : std::vector<double>();
   std::vector<double> out(static_cast<size_t>(n * o * oh * ow));
   const int64_t og = o / groups;
   for (int64_t ni = 0; ni < n; ++ni)
@@ -157,8 +158,8 @@ TEST(NnLayers, Pools) {
   // padding 1 with count_include_pad: the corner window holds only x[0][0] = 0 and x[0][1] = 1, x[1][0] = 4,
   // x[1][1] = 5 -> 10 / 9; without it, 10 / 4.
   Tensor with_pad = nn::AvgPool2d(3, 2, 1)(x);
-  Tensor without_pad = nn::AvgPool2d(nn::AvgPool2dOptions{.kernel_size = 3, .stride = 2, .padding = 1,
-                                                          .count_include_pad = false})(x);
+  Tensor without_pad =
+      nn::AvgPool2d(nn::AvgPool2dOptions{.kernel_size = 3, .stride = 2, .padding = 1, .count_include_pad = false})(x);
   EXPECT_NEAR(to_vec(with_pad)[0], 10.0 / 9, 1e-6);
   EXPECT_NEAR(to_vec(without_pad)[0], 10.0 / 4, 1e-6);
   EXPECT_EQ(nn::MaxPool2d(2)(zeros({3, 4, 4})).sizes(), (Shape{3, 2, 2}));  // unbatched
@@ -331,8 +332,8 @@ TEST(NnLosses, CrossEntropyAndNll) {
   const double l0 = lse({1.0, 2.0, 0.5}) - 2.0, l1 = lse({0.0, -1.0, 3.0}) - 3.0;
   EXPECT_NEAR(nn::CrossEntropyLoss()(logits, target).item<double>(), (l0 + l1) / 2, 1e-12);
   EXPECT_NEAR(nn::CrossEntropyLoss({.reduction = Reduction::Sum})(logits, target).item<double>(), l0 + l1, 1e-12);
-  EXPECT_TRUE(close(nn::CrossEntropyLoss({.reduction = Reduction::None})(logits, target),
-                    tensor({l0, l1}, DType::Float64)));
+  EXPECT_TRUE(
+      close(nn::CrossEntropyLoss({.reduction = Reduction::None})(logits, target), tensor({l0, l1}, DType::Float64)));
   // Class weights: weighted mean divides by the sum of the targets' weights.
   Tensor w = tensor({1.0, 2.0, 0.5}, DType::Float64);
   nn::CrossEntropyLoss weighted({.weight = w});
@@ -482,8 +483,8 @@ TEST(NnAttention, MatchesManualComputation) {
   EXPECT_TRUE(close(w2.select(0, 0).select(1, 2), zeros({3}), 0, 0));  // padded keys get no weight
 
   // A bool attn_mask equals the float mask with -inf where true.
-  Tensor bmask = tensor({{false, true, false, false, false}, {false, false, false, true, true},
-                         {true, false, false, false, false}});
+  Tensor bmask = tensor(
+      {{false, true, false, false, false}, {false, false, false, true, true}, {true, false, false, false, false}});
   Tensor as_float = zeros({3, 5}).masked_fill(bmask, -kInf);
   auto [ob, wb] = mha->forward(q, kv, kv, {}, true, bmask);
   auto [of, wf] = mha->forward(q, kv, kv, {}, true, as_float);
@@ -497,8 +498,8 @@ TEST(NnAttention, MatchesManualComputation) {
   EXPECT_TRUE(close(w3.mean({1}), std::get<1>(mha->forward(q, kv, kv)), 1e-6, 1e-7));
   EXPECT_FALSE(std::get<1>(mha->forward(q, kv, kv, {}, false)).defined());
   Tensor mask3 = fmask.unsqueeze(0).expand({4, 3, 5}).contiguous();
-  EXPECT_TRUE(close(std::get<0>(mha->forward(q, kv, kv, {}, false, mask3)), std::get<0>(mha->forward(q, kv, kv, {}, false, fmask)),
-                    1e-6, 1e-6));
+  EXPECT_TRUE(close(std::get<0>(mha->forward(q, kv, kv, {}, false, mask3)),
+                    std::get<0>(mha->forward(q, kv, kv, {}, false, fmask)), 1e-6, 1e-6));
 }
 
 TEST(NnAttention, BatchFirstUnbatchedAndErrors) {
@@ -522,12 +523,11 @@ TEST(NnAttention, BatchFirstUnbatchedAndErrors) {
                     "[3, 2, 5]");
   EXPECT_KILN_ERROR(seq_first->forward(x, x, x, {}, true, zeros({3, 4})), "[MultiheadAttention]", "2D attn_mask",
                     "[3, 4]", "[3, 3]");
-  EXPECT_KILN_ERROR(seq_first->forward(x, x, x, zeros({2, 2}, DType::Bool)), "[MultiheadAttention]",
-                    "key_padding_mask", "[2, 3]", "[2, 2]");
+  EXPECT_KILN_ERROR(seq_first->forward(x, x, x, zeros({2, 2}, DType::Bool)), "[MultiheadAttention]", "key_padding_mask",
+                    "[2, 3]", "[2, 2]");
   EXPECT_KILN_ERROR(seq_first->forward(x, x, x, {}, true, zeros({3, 3}, DType::Int64)), "[MultiheadAttention]",
                     "attn_mask", "int64");
-  EXPECT_KILN_ERROR(seq_first->forward(x, randn({3, 1, 4}), randn({3, 1, 4})), "[MultiheadAttention]",
-                    "batch sizes");
+  EXPECT_KILN_ERROR(seq_first->forward(x, randn({3, 1, 4}), randn({3, 1, 4})), "[MultiheadAttention]", "batch sizes");
   EXPECT_KILN_ERROR(seq_first->forward(x), "[MultiheadAttention]", "no single-input forward");
   EXPECT_KILN_ERROR(nn::MultiheadAttention(6, 4), "[MultiheadAttention]", "embed_dim (6)", "num_heads (4)");
 }
@@ -621,8 +621,8 @@ TEST(NnTransformer, EncoderLayerNamesMasksAndTraining) {
 
 TEST(NnTransformer, EncoderClonesLayers) {
   manual_seed(43);
-  auto proto = std::make_shared<nn::TransformerEncoderLayer>(nn::TransformerEncoderLayerOptions{
-      .d_model = 4, .nhead = 2, .dim_feedforward = 8, .dropout = 0.0});
+  auto proto = std::make_shared<nn::TransformerEncoderLayer>(
+      nn::TransformerEncoderLayerOptions{.d_model = 4, .nhead = 2, .dim_feedforward = 8, .dropout = 0.0});
   auto enc = std::make_shared<nn::TransformerEncoder>(proto, 2, std::make_shared<nn::LayerNorm>(4));
   auto keys = enc->named_parameters().keys();
   EXPECT_EQ(keys.size(), 2u * 12 + 2);
@@ -685,9 +685,13 @@ TEST(NnGradients, TransformerReachesEveryParameter) {
   manual_seed(52);
   auto emb = std::make_shared<nn::Embedding>(10, 8, 0);
   auto enc = std::make_shared<nn::TransformerEncoder>(
-      std::make_shared<nn::TransformerEncoderLayer>(nn::TransformerEncoderLayerOptions{
-          .d_model = 8, .nhead = 2, .dim_feedforward = 16, .dropout = 0.1, .activation = "gelu",
-          .batch_first = true, .norm_first = true}),
+      std::make_shared<nn::TransformerEncoderLayer>(nn::TransformerEncoderLayerOptions{.d_model = 8,
+                                                                                       .nhead = 2,
+                                                                                       .dim_feedforward = 16,
+                                                                                       .dropout = 0.1,
+                                                                                       .activation = "gelu",
+                                                                                       .batch_first = true,
+                                                                                       .norm_first = true}),
       2, std::make_shared<nn::LayerNorm>(8));
   auto head = std::make_shared<nn::Linear>(8, 1);
   Tensor tokens = tensor({{1, 2, 3, 0}, {4, 5, 0, 0}});
