@@ -73,8 +73,9 @@ TensorList vjp_max_pool2d(C c, G g) {
 TensorList vjp_max_pool2d_backward(C c, G g) {
   const Shape& size = c.attrs().ints(0);  // the pooled input's, all positive (checked by infer)
   const int64_t hw = size[size.size() - 2] * size[size.size() - 1], planes = shape_numel(size) / hw;
-  Tensor picked = gather(g[0].reshape({planes, hw}), 1, c.input(1).reshape({planes, -1}));
-  return {picked.reshape(c.input_sizes(0))};
+  Tensor indices = c.input(1).reshape({planes, -1});
+  Tensor picked = gather(g[0].reshape({planes, hw}), 1, indices.clamp_min(0));
+  return {where(indices >= 0, picked, 0).reshape(c.input_sizes(0))};  // -1: a window without input
 }
 
 TensorList vjp_avg_pool2d(C c, G g) {

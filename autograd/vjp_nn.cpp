@@ -71,8 +71,12 @@ Targets class_targets(C c, const Tensor& target, int64_t ignore, DType dt) {
   Tensor keep = target != ignore;
   t.valid = keep.to(dt);
   t.target = where(keep, target, 0);
-  t.weight = present(c, 2) ? index_select(c.input(2).to(dt), 0, t.target.reshape({-1})).reshape(target.sizes()) * t.valid
-                           : t.valid;
+  if (!present(c, 2)) {
+    t.weight = t.valid;
+    return t;
+  }
+  Tensor picked = index_select(c.input(2).to(dt), 0, t.target.reshape({-1}));
+  t.weight = picked.reshape(target.sizes()) * t.valid;
   return t;
 }
 
@@ -131,7 +135,14 @@ TensorList cross_entropy_probs(C c, G g, const Tensor& input, const Tensor& targ
   return r;
 }
 
+// As in PyTorch, the class weight gets no gradient; asking for one is an error, not a silent zero.
+void check_no_weight_grad(C c) {
+  KILN_CHECK(!c.needs_grad(2), "[", c.op().name,
+             "] the derivative for 'weight' (the class weights) is not implemented; pass weight.detach()");
+}
+
 TensorList vjp_cross_entropy(C c, G g) {
+  check_no_weight_grad(c);
   Tensor input = c.input(0), target = c.input(1);
   if (is_floating_point(target.dtype())) return cross_entropy_probs(c, g, input, target);
   return cross_entropy_class(c, g, input, target);
@@ -139,6 +150,7 @@ TensorList vjp_cross_entropy(C c, G g) {
 
 // input holds log-probabilities: loss = -w_t input_t per position.
 TensorList vjp_nll_loss(C c, G g) {
+  check_no_weight_grad(c);
   Tensor input = c.input(0);
   const DType dt = compute_dtype(input.dtype());
   const ClassGeom cg = class_geom(input);

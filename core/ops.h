@@ -234,10 +234,11 @@ Tensor conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, In
                               IntArrayRef stride = {1, 1}, IntArrayRef padding = {0, 0},
                               IntArrayRef dilation = {1, 1}, int64_t groups = 1);
 // The flat position (h * W + w) in its plane of each max_pool2d window's maximum (int64): the
-// first maximum on ties, a NaN if present, as PyTorch's return_indices.
+// first maximum on ties, a NaN if present, as PyTorch's return_indices; -1 where a dilated window
+// misses the input entirely.
 Tensor max_pool2d_indices(const Tensor& input, IntArrayRef kernel_size, IntArrayRef stride = {},
                           IntArrayRef padding = {0, 0}, IntArrayRef dilation = {1, 1}, bool ceil_mode = false);
-// Zeros of input_size with each grad_output value added at its window's index.
+// Zeros of input_size with each grad_output value added at its window's index (-1: none).
 Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, IntArrayRef input_size);
 Tensor avg_pool2d_backward(const Tensor& grad_output, IntArrayRef input_size, IntArrayRef kernel_size,
                            IntArrayRef stride = {}, IntArrayRef padding = {0, 0}, bool ceil_mode = false,

@@ -155,8 +155,8 @@ cpu::Pool2dParams pool_params(const OpDef& op, IntArrayRef x, const Attrs& a, bo
   KILN_CHECK(nd == 3 || nd == 4, "[", op.name,
              "] expected a 3-D (unbatched) or 4-D (batched) input, but got input of shape ", x);
   for (size_t d = nd - 3; d < nd; ++d)
-    KILN_CHECK(x[d] > 0, "[", op.name, "] expected input with non-zero channels, height and width, but got input of shape ",
-               x);
+    KILN_CHECK(x[d] > 0, "[", op.name,
+               "] expected input with non-zero channels, height and width, but got input of shape ", x);
   const Shape &k = a.ints(0), &s = a.ints(1), &pad = a.ints(2);
   const Shape dil = has_dilation ? a.ints(3) : Shape{1, 1};
   const bool ceil_mode = a.b(has_dilation ? 4 : 3);

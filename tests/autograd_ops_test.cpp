@@ -90,22 +90,27 @@ Fn conv_fn(ConvCfg c) {
 
 TEST(AutogradConv, Conv2dPlainAndBias) {
   manual_seed(1);
-  EXPECT_GRADCHECK(conv_fn({}), r64({2, 3, 5, 4}), r64({2, 3, 3, 2}), r64({2}));
+  EXPECT_GRADCHECK(projected(conv_fn({})), r64({2, 3, 4, 3}), r64({2, 3, 3, 2}), r64({2}));
+  // Full Jacobians on the smallest shapes, projections (every output weighted) on the rest.
   EXPECT_GRADCHECK(conv_fn({}), r64({1, 2, 4, 4}), r64({3, 2, 1, 1}));
+  EXPECT_GRADCHECK(conv_fn({.stride = {2, 1}, .padding = {1, 0}}), r64({1, 2, 4, 3}), r64({2, 2, 2, 2}), r64({2}));
 }
 
 TEST(AutogradConv, Conv2dStridePaddingDilation) {
   manual_seed(2);
   // H = 6 with stride 2 leaves the last input row outside every window.
-  EXPECT_GRADCHECK(conv_fn({.stride = {2, 1}, .padding = {0, 2}}), r64({1, 2, 6, 5}), r64({2, 2, 3, 3}), r64({2}));
-  EXPECT_GRADCHECK(conv_fn({.stride = {2, 3}, .padding = {1, 1}}), r64({2, 1, 5, 7}), r64({2, 1, 3, 2}));
-  EXPECT_GRADCHECK(conv_fn({.padding = {1, 0}, .dilation = {2, 3}}), r64({1, 2, 6, 7}), r64({2, 2, 2, 2}), r64({2}));
+  EXPECT_GRADCHECK(projected(conv_fn({.stride = {2, 1}, .padding = {0, 2}})), r64({1, 2, 6, 5}), r64({2, 2, 3, 3}),
+                   r64({2}));
+  EXPECT_GRADCHECK(projected(conv_fn({.stride = {2, 3}, .padding = {1, 1}})), r64({2, 1, 5, 7}), r64({2, 1, 3, 2}));
+  EXPECT_GRADCHECK(projected(conv_fn({.padding = {1, 0}, .dilation = {2, 3}})), r64({1, 2, 6, 7}), r64({2, 2, 2, 2}),
+                   r64({2}));
 }
 
 TEST(AutogradConv, Conv2dGroups) {
   manual_seed(3);
-  EXPECT_GRADCHECK(conv_fn({.stride = {1, 2}, .padding = {1, 1}, .groups = 2}), r64({1, 4, 3, 3}), r64({4, 2, 2, 2}),
-                   r64({4}));
+  EXPECT_GRADCHECK(projected(conv_fn({.stride = {1, 2}, .padding = {1, 1}, .groups = 2})), r64({1, 4, 3, 3}),
+                   r64({4, 2, 2, 2}), r64({4}));
+  EXPECT_GRADCHECK(conv_fn({.groups = 2}), r64({1, 2, 3, 2}), r64({2, 1, 2, 1}));
   // Depthwise with a channel multiplier, dilated.
   EXPECT_GRADCHECK(projected(conv_fn({.padding = {1, 1}, .dilation = {1, 2}, .groups = 3})), r64({2, 3, 4, 5}),
                    r64({6, 1, 2, 2}), r64({6}));
@@ -113,9 +118,9 @@ TEST(AutogradConv, Conv2dGroups) {
 
 TEST(AutogradConv, Conv2dUnbatchedAndNonContiguous) {
   manual_seed(4);
-  EXPECT_GRADCHECK(conv_fn({.padding = {1, 1}}), r64({2, 4, 3}), r64({3, 2, 2, 2}), r64({3}));
+  EXPECT_GRADCHECK(projected(conv_fn({.padding = {1, 1}})), r64({2, 4, 3}), r64({3, 2, 2, 2}), r64({3}));
   // Channels-last input, weight with permuted strides.
-  EXPECT_GRADCHECK(conv_fn({.stride = {2, 2}}), permuted64({2, 3, 5, 5}, {0, 3, 1, 2}),
+  EXPECT_GRADCHECK(projected(conv_fn({.stride = {2, 2}})), permuted64({2, 3, 5, 5}, {0, 3, 1, 2}),
                    permuted64({2, 3, 2, 2}, {1, 0, 3, 2}), r64({2}));
 }
 
@@ -129,8 +134,8 @@ TEST(AutogradConv, Conv2dOnlySomeInputsRequireGrad) {
 TEST(AutogradConv, Conv2dDoubleBackward) {
   manual_seed(6);
   ConvCfg c{.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 2}, .groups = 2};
-  EXPECT_GRADCHECK(projected(gradients_of(conv_fn(c), 2)), r64({2, 4, 5, 5}), r64({2, 2, 2, 2}));
-  EXPECT_GRADCHECK(gradients_of(conv_fn({.padding = {1, 1}}), 2), r64({1, 1, 3, 3}), r64({2, 1, 2, 2}));
+  EXPECT_GRADCHECK(projected(gradients_of(conv_fn(c), 2)), r64({1, 4, 4, 5}), r64({2, 2, 2, 2}));
+  EXPECT_GRADCHECK(gradients_of(conv_fn({.padding = {1, 1}}), 2), r64({1, 1, 2, 2}), r64({1, 1, 2, 2}));
 }
 
 // float32 (oneDNN) gradients against float64 (GEMM + col2im / im2col) on larger shapes.
@@ -265,6 +270,13 @@ TEST(AutogradPool, MaxPool2dIndices) {
   EXPECT_EQ(idx.dtype(), kInt64);
   EXPECT_EQ(to_vec(idx), (std::vector<double>{0, 1, 3, 5}));
   EXPECT_EQ(to_vec(max_pool2d_indices(x, {2}, {1}, {0}, {2})), (std::vector<double>{8}));
+  // Padding 1 and dilation 3 on a 2x2 input: the window's taps (-1 and 2) all miss the input.
+  Tensor small = leaf(ones({1, 2, 2}, kFloat64));
+  EXPECT_EQ(to_vec(max_pool2d_indices(small, {2}, {1}, {1}, {3})), (std::vector<double>{-1}));
+  Tensor m = max_pool2d(small, {2}, {1}, {1}, {3});
+  EXPECT_EQ(to_vec(m), (std::vector<double>{-std::numeric_limits<double>::infinity()}));
+  m.sum().backward();
+  EXPECT_EQ(to_vec(small.grad()), (std::vector<double>(4, 0.0)));
   // The backward row scatters by those indices, summing repeated ones.
   Tensor g = max_pool2d_backward(tensor({{{1.0, 2.0}, {3.0, 4.0}}}), tensor({{{4, 4}, {8, 0}}}), {1, 3, 3});
   EXPECT_EQ(to_vec(g), (std::vector<double>{4, 0, 0, 0, 3, 0, 0, 0, 3}));
@@ -292,9 +304,9 @@ TEST(AutogradPool, AvgPool2d) {
 
 TEST(AutogradPool, AvgPool2dDoubleBackwardAndValues) {
   manual_seed(14);
-  EXPECT_GRADCHECK(gradients_of(avg_pool_fn({.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
-                                             .count_include_pad = false}),
-                                1),
+  EXPECT_GRADCHECK(projected(gradients_of(avg_pool_fn({.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
+                                                       .count_include_pad = false}),
+                                          1)),
                    r64({1, 1, 5, 5}));
   // 3x3 input, kernel 2, stride 1: the centre is in all four windows of 4 elements.
   Tensor x = leaf(ones({1, 1, 3, 3}, kFloat64));
@@ -305,6 +317,8 @@ TEST(AutogradPool, AvgPool2dDoubleBackwardAndValues) {
 TEST(AutogradPool, BackwardOpsErrors) {
   EXPECT_KILN_ERROR(max_pool2d_backward(ones({1, 2, 2}), tensor({{{0, 1}, {2, 9}}}), {1, 3, 3}),
                     "[max_pool2d_backward]", "index 9", "9 elements");
+  EXPECT_KILN_ERROR(max_pool2d_backward(ones({1, 1, 1}), tensor({{{-2}}}), {1, 3, 3}), "[max_pool2d_backward]",
+                    "index -2");
   EXPECT_KILN_ERROR(max_pool2d_backward(ones({1, 2, 2}), zeros({1, 2, 2}, kInt32), {1, 3, 3}),
                     "[max_pool2d_backward]", "int64", "int32");
   EXPECT_KILN_ERROR(max_pool2d_backward(ones({1, 2, 2}), zeros({1, 2, 1}, kInt64), {1, 3, 3}),
@@ -535,6 +549,13 @@ TEST(AutogradNn, NllLoss) {
   Tensor x = leaf(zeros({2, 3}, kFloat64));
   nll_loss(x, tensor({2, 0}), w).backward();
   EXPECT_TRUE(close(x.grad(), tensor({{0.0, 0.0, -2.0 / 2.5}, {-0.5 / 2.5, 0.0, 0.0}}, kFloat64), 1e-12, 1e-12));
+}
+
+TEST(AutogradNn, LossClassWeightGetsNoGradient) {
+  Tensor x = leaf(randn({2, 3}, kFloat64));
+  Tensor w = leaf(ones({3}, kFloat64));
+  EXPECT_KILN_ERROR(cross_entropy(x, tensor({0, 2}), w).backward(), "[cross_entropy]", "'weight'");
+  EXPECT_KILN_ERROR(nll_loss(x, tensor({0, 2}), w).backward(), "[nll_loss]", "'weight'");
 }
 
 TEST(AutogradNn, MseLoss) {

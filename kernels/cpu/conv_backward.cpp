@@ -193,7 +193,8 @@ enum class Wrt { Input, Weight };
 
 // Casts, contiguity and the empty cases shared by both gradients; `other` is the weight (Wrt::Input)
 // or the input (Wrt::Weight).
-void conv_backward(const Tensor& grad_output, const Tensor& other, const Tensor& out_t, const Conv2dParams& p, Wrt wrt) {
+void conv_backward(const Tensor& grad_output, const Tensor& other, const Tensor& out_t, const Conv2dParams& p,
+                   Wrt wrt) {
   Tensor out = out_t;
   if (out.numel() == 0) return;
   if (grad_output.numel() == 0 || other.numel() == 0) {

@@ -63,7 +63,8 @@ void max_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p
 }
 
 // PyTorch's max_pool2d_with_indices rule: start at the window's first in-bounds element, move on
-// a strictly greater value or a NaN.
+// a strictly greater value or a NaN. A dilated window can miss the input entirely (its max is
+// -inf); it gets -1, where PyTorch would name an element past the plane.
 template <class T>
 void max_pool_indices_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
   using acc_t = opmath_t<T>;
@@ -77,7 +78,7 @@ void max_pool_indices_impl(const Tensor& input, const Tensor& out, const Pool2dP
             while (w0 < 0) w0 += p.dW;
             const int64_t h1 = std::min(oh * p.sH - p.pH + (p.kH - 1) * p.dH + 1, H);
             const int64_t w1 = std::min(ow * p.sW - p.pW + (p.kW - 1) * p.dW + 1, W);
-            int64_t arg = h0 * W + w0;
+            int64_t arg = h0 < h1 && w0 < w1 ? h0 * W + w0 : -1;  // -1: the window misses the input
             acc_t best = std::numeric_limits<acc_t>::has_infinity ? -std::numeric_limits<acc_t>::infinity()
                                                                   : std::numeric_limits<acc_t>::lowest();
             for (int64_t h = h0; h < h1; h += p.dH)
@@ -138,6 +139,7 @@ void max_pool_backward_impl(const OpDef& op, const Tensor& grad, const Tensor& i
       std::fill(dst, dst + HW, T(0));
       for (int64_t k = 0; k < K; ++k) {
         const int64_t v = ip[pl * K + k];
+        if (v == -1) continue;  // a window without input elements
         if (v < 0 || v >= HW) {
           bad_value.store(v);
           bad.store(true);
@@ -238,7 +240,8 @@ void avg_pool2d_backward(const Tensor& grad, const Tensor& grad_input, int64_t H
   Tensor dst = grad_input;
   with_contiguous_output(dst, [&](Tensor& o) {
     if (o.numel() == 0) return;
-    KILN_DISPATCH_FLOATING_TYPES(o.dtype(), "avg_pool2d_backward", { avg_pool_backward_impl<scalar_t>(grad, o, H, W, p); });
+    KILN_DISPATCH_FLOATING_TYPES(o.dtype(), "avg_pool2d_backward",
+                                 { avg_pool_backward_impl<scalar_t>(grad, o, H, W, p); });
   });
 }
 
