@@ -93,6 +93,13 @@ TensorList run(const std::vector<Edge>& roots, TensorList root_grads, bool keep_
         if (r.defined()) grads[nr] = r;
       }
     }
+    for (auto& [nr, weak] : n->retains_grad) {
+      auto meta = weak.lock();
+      if (!meta || meta->grad_fn.get() != n || meta->output_nr != nr || nr >= grads.size() || !grads[nr].defined())
+        continue;
+      NoGradGuard no_grad;
+      meta->grad = meta->grad.defined() ? meta->grad + grads[nr] : grads[nr].detach().clone();
+    }
     if (targets) {
       auto it = targets->find(n);
       if (it != targets->end())
@@ -128,8 +135,8 @@ void prepare_roots(const char* api, const TensorList& outputs, const TensorList&
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& t = outputs[i];
     KILN_CHECK(t.defined(), "[", api, "] output ", i, " is an undefined tensor");
-    KILN_CHECK(t.requires_grad(), "[", api, "] element ", i,
-               " of tensors does not require grad and does not have a grad_fn");
+    Edge edge = gradient_edge(t);  // also valid for a view whose base came to require grad
+    KILN_CHECK(edge.valid(), "[", api, "] element ", i, " of tensors does not require grad and does not have a grad_fn");
     Tensor g = grad_outputs.empty() ? Tensor() : grad_outputs[i];
     if (!g.defined()) {
       KILN_CHECK(t.numel() == 1, "[", api, "] grad can be implicitly created only for scalar outputs, but output ", i,
@@ -142,7 +149,7 @@ void prepare_roots(const char* api, const TensorList& outputs, const TensorList&
                  " is on ", t.device());
       if (g.dtype() != t.dtype()) g = g.to(t.dtype());
     }
-    edges.push_back(gradient_edge(t));
+    edges.push_back(std::move(edge));
     grads.push_back(std::move(g));
   }
 }
@@ -164,9 +171,9 @@ TensorList grad(const TensorList& outputs, const TensorList& inputs, const Tenso
   prepare_roots("grad", outputs, grad_outputs, edges, grads);
   TargetMap targets;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    KILN_CHECK(inputs[i].defined() && inputs[i].requires_grad(), "[grad] input ", i,
-               " does not require grad");
+    KILN_CHECK(inputs[i].defined(), "[grad] input ", i, " is an undefined tensor");
     Edge e = gradient_edge(inputs[i]);
+    KILN_CHECK(e.valid(), "[grad] input ", i, " does not require grad");
     targets[e.fn.get()].push_back({e.input_nr, i});
   }
   // Keep accumulators of leaf inputs alive for the run (the graph may hold them only weakly).

@@ -18,6 +18,21 @@ Tensor alias_without_meta(const Tensor& t) {
 }  // namespace
 
 Node::Node() : sequence_nr(g_sequence.fetch_add(1, std::memory_order_relaxed)) {}
+
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> doomed;
+  auto take = [&doomed](std::vector<Edge>& edges) {
+    for (Edge& e : edges)
+      if (e.fn && e.fn.use_count() == 1) doomed.push_back(std::move(e.fn));
+  };
+  take(next_edges);
+  while (!doomed.empty()) {
+    std::shared_ptr<Node> n = std::move(doomed.back());
+    doomed.pop_back();
+    n->release_saved();  // saved inputs hold their producers' nodes too: drop those refs first
+    take(n->next_edges);
+  }  // each n dies here with no uniquely owned successor left to recurse into
+}
 int64_t next_hook_id() { return g_hook_id.fetch_add(1, std::memory_order_relaxed) + 1; }
 
 InputGeometry geometry_of(const Tensor& t) {
