@@ -63,7 +63,8 @@ Tensor SavedTensor::unpack(const OpDef& op, const char* what, size_t index) cons
   KILN_CHECK(now == version_, "[autograd] one of the tensors needed for gradient computation has been modified by an "
              "in-place operation: ", what, " ", index, " of ", op.name, " (shape ", data_.sizes(), ", ", data_.dtype(),
              ") is at version ", now, "; expected version ", version_, " instead");
-  if (is_output_ && GradMode::is_enabled()) {
+  // Only floating outputs have a history (an integer output such as max's indices never does).
+  if (is_output_ && GradMode::is_enabled() && data_.is_floating_point()) {
     if (auto node = owner_.lock()) {  // differentiating the backward pass: reconnect the output
       Tensor t = alias_without_meta(data_);
       AutogradMeta& m = meta_of(t);
@@ -126,8 +127,11 @@ TensorList OpNode::apply(TensorList&& grads) {
   if (!any_edge) return TensorList(next_edges.size());  // e.g. fill_ overwrote the values: no inputs to reach
   KILN_CHECK(op_.vjp != nullptr, "[autograd] the derivative of '", op_.name, "' is not implemented");
   TensorList r = op_.vjp(*this, grads);
-  KILN_INTERNAL_ASSERT(r.size() <= geometry_.size(), "vjp of ", op_.name, " returned ", r.size(),
-                       " gradients for ", geometry_.size(), " inputs");
+  // Gradients past the recorded inputs may only be undefined: those of optional inputs the call
+  // did not pass (linear without bias).
+  for (size_t i = geometry_.size(); i < r.size(); ++i)
+    KILN_INTERNAL_ASSERT(!r[i].defined(), "vjp of ", op_.name, " returned a gradient for input ", i, " of ",
+                         geometry_.size());
   r.resize(geometry_.size());
   for (size_t i = 0; i < r.size(); ++i) {
     if (!next_edges[i].valid()) { r[i] = Tensor(); continue; }

@@ -234,6 +234,15 @@ TEST(Autograd, DoubleBackwardThroughSavedOutputsAndViews) {
   }
 }
 
+TEST(Autograd, SavedIntegerOutputsStayOutsideTheGraph) {
+  // max(dim) saves its indices; differentiating its backward must not make them require grad.
+  Tensor x = leaf({1, 5, 3, 2}, kFloat64);
+  auto [v, i] = x.view({2, 2}).max(1, /*keepdim=*/true);
+  Tensor h = autograd::grad({v.sum()}, {x}, {}, std::nullopt, /*create_graph=*/true)[0];
+  EXPECT_TRUE(close(h, vec({0, 1, 1, 0}, kFloat64)));
+  EXPECT_FALSE(h.requires_grad());  // the scatter of a constant gradient by constant indices
+}
+
 // --- grad mode -----------------------------------------------------------------------------------
 
 TEST(Autograd, NoGradAndEnableGradNest) {
