@@ -27,6 +27,17 @@ void accumulate(Tensor& slot, Tensor g) {
   else slot = slot + g;
 }
 
+// Runs a tensor hook on g; a defined result replaces g and must keep its size and dtype.
+void run_hook(const Tensor::GradHook& hook, Tensor& g) {
+  Tensor r = hook(g);
+  if (!r.defined()) return;
+  KILN_CHECK(r.sizes() == g.sizes(), "[autograd] a tensor hook has changed the size of the gradient (was ", g.sizes(),
+             ", got ", r.sizes(), ")");
+  KILN_CHECK(r.dtype() == g.dtype(), "[autograd] a tensor hook has changed the dtype of the gradient (was ", g.dtype(),
+             ", got ", r.dtype(), ")");
+  g = std::move(r);
+}
+
 // Targets of grad(): (node, input_nr) -> index into the result.
 using TargetMap = std::unordered_map<const Node*, std::vector<std::pair<uint32_t, size_t>>>;
 
@@ -87,11 +98,14 @@ TensorList run(const std::vector<Edge>& roots, TensorList root_grads, bool keep_
     Buffer& b = buffers[n];
     TensorList grads = std::move(b.grads);
     grads.resize(n->num_outputs());
-    for (auto& [nr, hook] : n->hooks) {
-      if (nr < grads.size() && grads[nr].defined()) {
-        Tensor r = hook.second(grads[nr]);
-        if (r.defined()) grads[nr] = r;
-      }
+    // Copies: a hook may register or remove hooks.
+    auto hooks = n->hooks;
+    for (auto& [nr, hook] : hooks)
+      if (nr < grads.size() && grads[nr].defined()) run_hook(hook.second, grads[nr]);
+    // A leaf's hooks run here rather than in AccumulateGrad, so grad() sees them too.
+    if (auto* acc = dynamic_cast<AccumulateGrad*>(n); acc && !grads.empty() && grads[0].defined()) {
+      auto leaf_hooks = acc->meta()->leaf_hooks;
+      for (auto& [id, hook] : leaf_hooks) run_hook(hook, grads[0]);
     }
     for (auto& [nr, weak] : n->retains_grad) {
       auto meta = weak.lock();

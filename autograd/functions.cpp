@@ -146,15 +146,12 @@ TensorList OpNode::apply(TensorList&& grads) {
 // --- AccumulateGrad ----------------------------------------------------------------------------------
 
 TensorList AccumulateGrad::apply(TensorList&& grads) {
-  Tensor g = std::move(grads.at(0));
+  Tensor g = std::move(grads.at(0));  // the leaf's hooks already ran (engine)
   if (!g.defined()) return {};
-  for (auto& [id, hook] : meta_->leaf_hooks) {
-    Tensor r = hook(g);
-    if (r.defined()) g = r;
-  }
   Tensor& acc = meta_->grad;
   if (GradMode::is_enabled()) {  // create_graph: the accumulated grad stays differentiable
-    acc = acc.defined() ? acc + g : g;
+    // A clone, as the same gradient may reach several leaves (add passes it to both inputs).
+    acc = acc.defined() ? acc + g : g.clone();
     return {};
   }
   if (!acc.defined()) {
@@ -181,7 +178,8 @@ TensorList CopySlices::apply(TensorList&& grads) {
   Tensor g = std::move(grads.at(0));
   TensorList out(next_edges.size());
   if (!g.defined()) return out;
-  NoGradGuard no_grad;  // double backward through an in-place write on a view is not supported
+  // Under create_graph the writes below are recorded like any others (through CopySlices of
+  // `buf`), so the result is differentiable again.
   // A scratch buffer laid out like the base's storage, so base and view keep their geometry.
   auto extent = [](const InputGeometry& x, int64_t& lo, int64_t& hi) {
     lo = hi = x.offset;

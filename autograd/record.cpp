@@ -159,9 +159,9 @@ std::unique_ptr<InplaceRecord, void (*)(InplaceRecord*)> begin_inplace(const OpD
   for (size_t i = 0; i < edge_inputs.size(); ++i)
     if (edge_inputs[i].defined() && edge_inputs[i].is_same(self)) rec->self_index = static_cast<int>(i);
   if (op.differentiable && (op.vjp_saves & kSaveInputs)) {
-    // The write destroys the old values the vjp may read: keep a copy of those.
+    // The write destroys the old values the vjp may read: keep a copy of those. The copy is
+    // recorded, so that differentiating the vjp (create_graph) reaches the old values' history.
     TensorList saved = inputs;
-    NoGradGuard no_grad;
     for (Tensor& t : saved)
       if (shares_storage(t, self)) t = t.clone();
     rec->node->save_inputs(saved);

@@ -240,6 +240,33 @@ Table build_table() {
        one([](const TensorList& x) { return x[0].masked_fill(x[1], 2.0); })},
   };
 
+  // --- in-place forms (the node then saves copies of the overwritten values) ---
+  t["mul"].push_back({"in place through a view", {in({3}), in({2})}, one([](const TensorList& x) {
+                        Tensor y = x[0] * 1;
+                        y.narrow(0, 1, 2).mul_(x[1]);
+                        return y;
+                      })});
+  t["mul"].push_back({"in place, self twice", {in({2, 3})}, one([](const TensorList& x) {
+                        Tensor y = x[0] * 1;
+                        y.mul_(y);
+                        return y;
+                      })});
+  t["div"].push_back({"in place", {in({2, 3}), in({3}, 0.5, 2)}, one([](const TensorList& x) {
+                        Tensor y = x[0] * 1;
+                        y.div_(x[1]);
+                        return y;
+                      })});
+  t["exp"].push_back({"in place", {in({2, 3})}, one([](const TensorList& x) {
+                        Tensor y = x[0] * 1;
+                        y.exp_();
+                        return y;
+                      })});
+  t["tanh"].push_back({"in place on a transposed view", {in({2, 3})}, one([](const TensorList& x) {
+                         Tensor y = x[0] * 1;
+                         y.t().tanh_();
+                         return y;
+                       })});
+
   // --- views ---
   t["view"] = {
       {"2x3 -> 3x2", {in({2, 3})}, one([](const TensorList& x) { return x[0].view({3, 2}); }), false},

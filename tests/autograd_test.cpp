@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "autograd/autograd.h"
@@ -243,6 +244,37 @@ TEST(Autograd, SavedIntegerOutputsStayOutsideTheGraph) {
   EXPECT_FALSE(h.requires_grad());  // the scatter of a constant gradient by constant indices
 }
 
+TEST(Autograd, CreateGraphGradsOfDifferentLeavesDoNotAlias) {
+  Tensor a = leaf({1, 2}, kFloat64);
+  Tensor b = leaf({3, 4}, kFloat64);
+  (a + b).sum().backward({}, std::nullopt, /*create_graph=*/true);  // add passes one gradient to both
+  EXPECT_NE(a.grad().data_ptr(), b.grad().data_ptr());
+  a.mutable_grad().mul_(5);
+  EXPECT_TRUE(close(b.grad(), vec({1, 1}, kFloat64)));
+}
+
+TEST(Autograd, DoubleBackwardThroughInplaceOnView) {
+  // y = [x0^2, x1^2, x2] via mul_ on a view; d/dx sum(y^2) = [4 x0^3, 4 x1^3, 2 x2].
+  Tensor x = leaf({1.5, -2, 3}, kFloat64);
+  Tensor y = x * 1;
+  y.narrow(0, 0, 2).mul_(x.narrow(0, 0, 2));
+  Tensor g = autograd::grad({(y * y).sum()}, {x}, {}, std::nullopt, /*create_graph=*/true)[0];
+  EXPECT_TRUE(close(g, vec({4 * 3.375, 4 * -8.0, 6}, kFloat64)));
+  ASSERT_TRUE(g.requires_grad());
+  Tensor gg = autograd::grad({g.sum()}, {x})[0];
+  EXPECT_TRUE(close(gg, vec({12 * 2.25, 12 * 4.0, 2}, kFloat64)));
+}
+
+TEST(Autograd, RootThatFeedsAnotherRoot) {
+  Tensor x = leaf({1, 2});
+  Tensor y = x * 3;
+  Tensor z = y * y;
+  autograd::backward({y, z}, {vec({1, 1}), vec({1, 10})});  // dy: 1 + 2y dz
+  EXPECT_TRUE(close(x.grad(), vec({3 * (1 + 6), 3 * (1 + 120)})));
+  Tensor w = x * 2;
+  EXPECT_TRUE(close(autograd::grad({w}, {w}, {vec({4, 5})})[0], vec({4, 5})));  // an output w.r.t. itself
+}
+
 // --- grad mode -----------------------------------------------------------------------------------
 
 TEST(Autograd, NoGradAndEnableGradNest) {
@@ -272,6 +304,23 @@ TEST(Autograd, NoGradAndEnableGradNest) {
   EXPECT_TRUE(GradMode::is_enabled());
   EXPECT_TRUE(close(x.grad(), vec({2, 2})));
   EXPECT_TRUE((x * 2).requires_grad());
+}
+
+TEST(Autograd, GradModeIsThreadLocalAndRestoredAfterErrors) {
+  NoGradGuard no_grad;
+  bool in_thread = false;
+  std::thread([&] { in_thread = GradMode::is_enabled(); }).join();
+  EXPECT_TRUE(in_thread);  // a new thread starts with grad mode on
+  EXPECT_FALSE(GradMode::is_enabled());
+  {
+    EnableGradGuard enable;
+    Tensor x = leaf({1});
+    Tensor y = x.exp();
+    y.mul_(2);
+    EXPECT_KILN_ERROR(y.backward({}, std::nullopt, /*create_graph=*/true), "modified by an in-place operation");
+    EXPECT_TRUE(GradMode::is_enabled());
+  }
+  EXPECT_FALSE(GradMode::is_enabled());
 }
 
 TEST(Autograd, BackwardInsideNoGradStillComputesGradients) {
@@ -545,6 +594,35 @@ TEST(Autograd, HookOnOneOutputOfMultiOutputOp) {
   v.register_hook([](const Tensor& g) { return g * 7; });
   v.sum().backward();
   EXPECT_TRUE(close(x.grad(), vec({0, 7, 7, 0}, kFloat64)));
+}
+
+TEST(Autograd, NonLeafHookRunsOnceOnTheSummedGradient) {
+  Tensor x = leaf({1, 2});
+  Tensor y = x * 2;
+  std::vector<Tensor> seen;
+  y.register_hook([&](const Tensor& g) { seen.push_back(g.clone()); return Tensor(); });
+  (y * y + y).sum().backward();  // three uses of y
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_TRUE(close(seen[0], vec({5, 9})));  // 2y + 1
+}
+
+TEST(Autograd, LeafHooksAlsoRunForGrad) {
+  // In PyTorch, a leaf's tensor hooks rewrite the gradient grad() returns for it too.
+  Tensor x = leaf({1, 2});
+  x.register_hook([](const Tensor& g) { return g * 10; });
+  TensorList g = autograd::grad({(x * 3).sum()}, {x});
+  EXPECT_TRUE(close(g[0], vec({30, 30})));
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Autograd, HookMustKeepShapeAndDtype) {
+  Tensor x = leaf({1, 2});
+  Tensor y = x * 2;
+  y.register_hook([](const Tensor& g) { return g.sum(); });
+  EXPECT_KILN_ERROR(y.sum().backward(), "hook", "changed the size", "[2]");
+  Tensor z = leaf({1, 2});
+  z.register_hook([](const Tensor& g) { return g.to(kFloat64); });
+  EXPECT_KILN_ERROR((z * 2).sum().backward(), "hook", "changed the dtype", "float64");
 }
 
 TEST(Autograd, HookErrors) {
