@@ -59,6 +59,10 @@ void Tensor::backward(const Tensor& gradient, std::optional<bool> retain_graph, 
 
 bool Tensor::is_leaf() const {
   autograd::AutogradMeta* m = meta_if(*this);
+  if (m && m->is_view) {
+    (void)grad_fn();  // a view whose base was written since takes the base's history first
+    m = meta_if(*this);
+  }
   return !m || !m->grad_fn;
 }
 

@@ -488,6 +488,16 @@ TEST(Autograd, InplaceThroughViewThenUseBase) {
   EXPECT_TRUE(close(y, vec({2, 8, 18, 32, 50, 72}).view({2, 3})));
   (y * y).sum().backward();  // y = 2 x c: d/dx sum(y^2) = 8 x c^2
   EXPECT_TRUE(close(x.grad(), vec({8, 64, 216, 512, 1000, 1728})));
+
+  Tensor a = leaf({1, 2, 3, 4});
+  Tensor b = leaf({10, 20, 30, 40});
+  Tensor ya = a * 2;
+  Tensor va = ya.view({2, 2});
+  va.add_(b.view({2, 2}) * b.view({2, 2}));  // ya = 2 a + b^2
+  EXPECT_TRUE(close(ya, vec({102, 404, 906, 1608})));
+  (ya * vec({1, -1, 2, 0})).sum().backward();
+  EXPECT_TRUE(close(a.grad(), vec({2, -2, 4, 0})));
+  EXPECT_TRUE(close(b.grad(), vec({20, -40, 120, 0})));
 }
 
 TEST(Autograd, InplaceThroughViewWithOperandRequiringGrad) {
@@ -545,6 +555,8 @@ TEST(Autograd, StaleViewOfBufferWrittenThroughAnotherView) {
   Tensor buf = zeros({4});
   Tensor v = buf.narrow(0, 0, 2);
   buf.narrow(0, 0, 2).copy_(x);
+  EXPECT_FALSE(v.is_leaf());
+  EXPECT_NE(v.grad_fn(), nullptr);
   Tensor out = (v * v).sum();
   ASSERT_TRUE(out.requires_grad());
   out.backward();
