@@ -95,6 +95,8 @@ TensorList run(const std::vector<Edge>& roots, TensorList root_grads, bool keep_
   while (!ready.empty()) {
     Node* n = ready.top();
     ready.pop();
+    // grad(): a node no target is reached from neither runs nor fires its hooks.
+    if (targets && !needed.count(n)) continue;
     Buffer& b = buffers[n];
     TensorList grads = std::move(b.grads);
     grads.resize(n->num_outputs());
@@ -118,7 +120,7 @@ TensorList run(const std::vector<Edge>& roots, TensorList root_grads, bool keep_
       auto it = targets->find(n);
       if (it != targets->end())
         for (auto [nr, idx] : it->second) captured[idx] = nr < grads.size() ? grads[nr] : Tensor();
-      if (!needed.count(n) || dynamic_cast<AccumulateGrad*>(n)) continue;
+      if (dynamic_cast<AccumulateGrad*>(n)) continue;
       bool feeds_target = false;
       for (const Edge& e : n->next_edges)
         if (e.fn && needed.count(e.fn.get())) feeds_target = true;

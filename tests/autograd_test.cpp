@@ -625,6 +625,15 @@ TEST(Autograd, LeafHooksAlsoRunForGrad) {
   TensorList g = autograd::grad({(x * 3).sum()}, {x});
   EXPECT_TRUE(close(g[0], vec({30, 30})));
   EXPECT_FALSE(x.grad().defined());
+  // Hooks of tensors grad() is not asked about do not fire.
+  Tensor w = leaf({2, 2});
+  Tensor h = w * 1;
+  int fired = 0;
+  w.register_hook([&](const Tensor&) { ++fired; return Tensor(); });
+  h.register_hook([&](const Tensor&) { ++fired; return Tensor(); });
+  g = autograd::grad({(x * h).sum()}, {x});
+  EXPECT_TRUE(close(g[0], vec({20, 20})));
+  EXPECT_EQ(fired, 0);
 }
 
 TEST(Autograd, HookMustKeepShapeAndDtype) {
