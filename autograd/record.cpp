@@ -106,7 +106,7 @@ void record_view(const OpDef& op, const Tensor& input, const Attrs& attrs, const
   AutogradMeta* in = meta_if(input);
   m.base = in && in->is_view ? in->base : input;
   m.view_version = view._version();
-  if (input.requires_grad() && op.differentiable) attach(make_node(op, {input}, attrs, {view}), {view});
+  if (op.differentiable && requires_grad_now(input)) attach(make_node(op, {input}, attrs, {view}), {view});
 }
 
 // --- in place -------------------------------------------------------------------------------------

@@ -561,6 +561,15 @@ TEST(Autograd, StaleViewOfBufferWrittenThroughAnotherView) {
   ASSERT_TRUE(out.requires_grad());
   out.backward();
   EXPECT_TRUE(close(x.grad(), vec({6, 8})));
+  // The same when the stale view is first viewed again.
+  Tensor x2 = leaf({3, 4});
+  Tensor buf2 = zeros({4});
+  Tensor v2 = buf2.narrow(0, 0, 2);
+  buf2.narrow(0, 0, 2).copy_(x2);
+  Tensor u = v2.unsqueeze(0);
+  ASSERT_TRUE(u.requires_grad());
+  (u * u).sum().backward();
+  EXPECT_TRUE(close(x2.grad(), vec({6, 8})));
 }
 
 // --- hooks and retain_grad --------------------------------------------------------------------------
