@@ -57,8 +57,9 @@ GradcheckResult gradcheck(const std::function<TensorList(const TensorList&)>& f,
       // Analytical row: d out[k] / d inputs, by backward with a one-hot seed.
       TensorList analytical(diff.size());
       if (out.requires_grad()) {
-        Tensor seed = zeros(out.sizes(), TensorOptions().dtype(out.dtype()));
-        *element(seed, k) = 1.0;  // out is float64 when its inputs are
+        // A float64 one-hot (element() writes doubles); backward casts it to out's dtype.
+        Tensor seed = zeros(out.sizes(), TensorOptions().dtype(DType::Float64));
+        *element(seed, k) = 1.0;
         analytical = grad({out}, diff_inputs, {seed}, /*retain_graph=*/true, false, /*allow_unused=*/true);
       }
       for (size_t j = 0; j < diff.size(); ++j) {

@@ -636,6 +636,14 @@ TEST(GradcheckSelf, OutputsOutsideTheGraphMustBeConstant) {
   EXPECT_TRUE(autograd::gradcheck(constant, {x}).ok);
 }
 
+TEST(GradcheckSelf, OutputsOfOtherFloatingDtypes) {
+  // A float32 output: checked with a coarser step, as its numerical side has float32 precision.
+  Tensor x = tensor({1.0, 2.0, 3.0}, kFloat64).requires_grad_();
+  auto f = [](const TensorList& in) { return TensorList{(in[0] * 2).to(kFloat32)}; };
+  autograd::GradcheckResult r = autograd::gradcheck(f, {x}, {1e-2, 1e-3, 1e-2});
+  EXPECT_TRUE(r.ok) << r.message;
+}
+
 TEST(GradcheckSelf, Errors) {
   Tensor f32 = tensor({1.0f}).requires_grad_();
   auto id = [](const TensorList& in) { return TensorList{in[0] * 1}; };
