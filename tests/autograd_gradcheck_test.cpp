@@ -403,20 +403,20 @@ Table build_table() {
   Fn mm2 = one([](const TensorList& x) { return mm(x[0], x[1]); });
   Fn mat = one([](const TensorList& x) { return matmul(x[0], x[1]); });
   t["mm"] = {{"2x3 3x2", {in({2, 3}), in({3, 2})}, mm2}, {"1x3 3x1", {in({1, 3}), in({3, 1})}, mm2}};
-  t["bmm"] = {{"2x2x3 2x3x2", {in({2, 2, 3}), in({2, 3, 2})},
+  t["bmm"] = {{"2x1x3 2x3x2", {in({2, 1, 3}), in({2, 3, 2})},
                one([](const TensorList& x) { return bmm(x[0], x[1]); })},
               {"2x2x2 2x2x1", {in({2, 2, 2}), in({2, 2, 1})},
                one([](const TensorList& x) { return bmm(x[0], x[1]); })}};
   t["matmul"] = {{"vector . vector", {in({3}), in({3})}, mat},
                  {"matrix x vector", {in({2, 3}), in({3})}, mat},
                  {"vector x matrix", {in({3}), in({3, 2})}, mat},
-                 {"batched x matrix", {in({2, 2, 3}), in({3, 2})}, mat},
-                 {"batch broadcast", {in({2, 1, 2, 3}), in({2, 3, 2})}, mat},
+                 {"batched x matrix", {in({2, 2, 3}), in({3, 1})}, mat},
+                 {"batch broadcast", {in({2, 1, 1, 3}), in({2, 3, 2})}, mat},
                  {"small batch broadcast", {in({2, 1, 1, 2}), in({2, 2, 1})}, mat},
                  {"vector x batched", {in({3}), in({2, 3, 2})}, mat},
                  {"batched x vector", {in({2, 2, 3}), in({3})}, mat}};
   t["linear"] = {
-      {"bias", {in({2, 3}), in({4, 3}), in({4})},
+      {"bias", {in({2, 3}), in({3, 3}), in({3})},
        one([](const TensorList& x) { return linear(x[0], x[1], x[2]); })},
       {"no bias, 3-D input", {in({2, 2, 3}), in({2, 3})},
        one([](const TensorList& x) { return linear(x[0], x[1]); })},
@@ -530,7 +530,7 @@ TEST_P(GradGradcheck, Row) {
     int64_t numel = 0;
     for (const In& i : c.inputs)
       if (!i.fixed) numel += shape_numel(i.shape);
-    if (numel > 16) continue;
+    if (numel > 24) continue;
     if (const std::string* bug = known_second_order_bug(name, c.label)) {
       std::cout << "[ SKIPPED  ] " << name << " [" << c.label << "] second derivative: known bug: " << *bug << "\n";
       continue;

@@ -220,6 +220,8 @@ TEST(Autograd, BackwardWithCreateGraph) {
   EXPECT_NEAR(g.item<double>(), std::exp(3.0) * 4, 1e-9);
   Tensor gg = autograd::grad({g}, {x})[0];
   EXPECT_NEAR(gg.item<double>(), std::exp(3.0) * 5, 1e-9);
+  // x.grad's graph saves x: a reference cycle, as in PyTorch (which warns); reset .grad.
+  x.set_grad(Tensor());
 }
 
 TEST(Autograd, DoubleBackwardThroughSavedOutputsAndViews) {
