@@ -7,6 +7,7 @@
 #include "nn/optim/adam.h"
 #include "nn/optim/lr_scheduler.h"
 #include "nn/optim/sgd.h"
+#include "nn/safetensors.h"
 #include "test_util.h"
 
 using namespace kiln;
@@ -509,6 +510,63 @@ TEST(Optimizer, LoadStateDictErrors) {
   OptimizerStateDict sd32 = edit([](auto& sd) { sd.state.at(0)["exp_avg"] = sd.state.at(0)["exp_avg"].to(kFloat32); });
   opt.load_state_dict(sd32);
   EXPECT_EQ(opt.state(a)->exp_avg.dtype(), kFloat64);
+}
+
+TEST(Optimizer, StateDictThroughSafetensors) {
+  // Checkpoint an optimizer to the safetensors format and resume from it.
+  Tensor a = make_param(kInit), b = make_param({0.5, 1.5});
+  AdamW opt({ParamGroup<AdamWOptions>({a}), ParamGroup<AdamWOptions>({b}, {.lr = 0.05, .amsgrad = true})});
+  StepLR sched(opt, 1, 0.5);
+  for (int t = 0; t < 2; ++t) {
+    feed_grad(a, t);
+    feed_grad(b, t);
+    opt.step();
+    sched.step();
+  }
+  std::map<std::string, Tensor> flat = to_tensors(opt.state_dict());
+  EXPECT_EQ(flat.count("state.0.exp_avg"), 1u);
+  EXPECT_EQ(flat.count("state.1.max_exp_avg_sq"), 1u);
+  EXPECT_EQ(flat.at("param_groups.1.params").dtype(), kInt64);
+  EXPECT_EQ(flat.at("param_groups.1.initial_lr").item<double>(), 0.05);
+  std::vector<uint8_t> bytes = save_to_memory(flat, {{"kind", "AdamW"}});
+
+  Tensor a2 = make_param(to_vec(a)), b2 = make_param(to_vec(b));
+  AdamW restored({ParamGroup<AdamWOptions>({a2}), ParamGroup<AdamWOptions>({b2})});
+  restored.load_state_dict(state_dict_from_tensors(load_from_memory(bytes.data(), bytes.size())));
+  EXPECT_EQ(restored.lr(1), opt.lr(1));
+  EXPECT_TRUE(restored.param_groups()[1].options.amsgrad);
+  StepLR resumed(restored, 1, 0.5);
+  resumed.load_state_dict(sched.state_dict());
+  EXPECT_EQ(resumed.last_epoch(), 2);
+  EXPECT_EQ(resumed.get_last_lr(), sched.get_last_lr());
+  EXPECT_EQ(restored.lr(0), opt.lr(0));
+  EXPECT_KILN_ERROR(resumed.load_state_dict(LRSchedulerState{}), "[StepLR.load_state_dict]", "0 base lrs");
+  for (int t = 2; t < 4; ++t) {
+    sched.step();
+    resumed.step();
+    EXPECT_EQ(resumed.get_last_lr(), sched.get_last_lr());
+    feed_grad(a, t);
+    feed_grad(b, t);
+    a2.set_grad(a.grad().clone());
+    b2.set_grad(b.grad().clone());
+    opt.step();
+    restored.step();
+    EXPECT_TRUE(close(a2, a, 0, 0));
+    EXPECT_TRUE(close(b2, b, 0, 0));
+  }
+}
+
+TEST(Optimizer, StateDictFromTensorsErrors) {
+  EXPECT_KILN_ERROR(state_dict_from_tensors({{"momentum", zeros({1})}}), "[state_dict_from_tensors]",
+                    "unexpected key 'momentum'");
+  EXPECT_KILN_ERROR(state_dict_from_tensors({{"state.x.exp_avg", zeros({1})}}), "unexpected key 'state.x.exp_avg'");
+  EXPECT_KILN_ERROR(state_dict_from_tensors({{"param_groups.0.params", zeros({2})}}),
+                    "'param_groups.0.params' must be a 1-d int64 tensor", "float32");
+  EXPECT_KILN_ERROR(state_dict_from_tensors({{"param_groups.0.lr", zeros({2})}}), "option 'param_groups.0.lr'",
+                    "one-element");
+  EXPECT_KILN_ERROR(state_dict_from_tensors({{"param_groups.0.lr", zeros({})}}), "parameter group 0 lacks",
+                    "param_groups.0.params");
+  EXPECT_KILN_ERROR(state_dict_from_tensors({{"param_groups.1.params", tensor({0})}}), "parameter group 0 is missing");
 }
 
 // --- LR schedulers -------------------------------------------------------------------------------

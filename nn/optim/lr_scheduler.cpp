@@ -29,6 +29,18 @@ void LRScheduler::step() {
   last_lr_ = std::move(lrs);
 }
 
+void LRScheduler::load_state_dict(const LRSchedulerState& state) {
+  KILN_CHECK(state.base_lrs.size() == base_lrs_.size() && state.last_lr.size() == base_lrs_.size(), "[", name_,
+             ".load_state_dict] the state has ", state.base_lrs.size(), " base lrs and ", state.last_lr.size(),
+             " last lrs but the scheduler has ", base_lrs_.size(), " parameter groups");
+  KILN_CHECK(state.last_epoch >= -1 && state.step_count >= 0, "[", name_, ".load_state_dict] invalid counters: last_epoch ",
+             state.last_epoch, ", step_count ", state.step_count);
+  last_epoch_ = state.last_epoch;
+  step_count_ = state.step_count;
+  base_lrs_ = state.base_lrs;
+  last_lr_ = state.last_lr;
+}
+
 StepLR::StepLR(Optimizer& optimizer, int64_t step_size, double gamma, int64_t last_epoch)
     : LRScheduler(optimizer, last_epoch, "StepLR"), step_size_(step_size), gamma_(gamma) {
   KILN_CHECK(step_size > 0, "[StepLR] step_size must be positive, got ", step_size);

@@ -9,6 +9,14 @@
 
 namespace kiln::optim {
 
+// A scheduler's counters, to resume it (PyTorch's scheduler.state_dict()).
+struct LRSchedulerState {
+  int64_t last_epoch = 0;
+  int64_t step_count = 0;
+  std::vector<double> base_lrs;
+  std::vector<double> last_lr;
+};
+
 class LRScheduler {
  public:
   virtual ~LRScheduler() = default;
@@ -21,6 +29,11 @@ class LRScheduler {
   const std::vector<double>& get_last_lr() const { return last_lr_; }
   int64_t last_epoch() const { return last_epoch_; }
   const std::vector<double>& base_lrs() const { return base_lrs_; }
+
+  // Resuming: build the scheduler over the restored optimizer, then load its counters. The
+  // optimizer's lr is left as restored (as in PyTorch).
+  LRSchedulerState state_dict() const { return {last_epoch_, step_count_, base_lrs_, last_lr_}; }
+  void load_state_dict(const LRSchedulerState& state);
 
  protected:
   // last_epoch == -1 starts fresh: each group's current lr becomes its initial_lr (unless a

@@ -38,6 +38,70 @@ std::vector<Tensor> Optimizer::parameters() const {
   return out;
 }
 
+std::map<std::string, Tensor> to_tensors(const OptimizerStateDict& sd) {
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> out;
+  for (const auto& [id, named] : sd.state)
+    for (const auto& [name, t] : named) out["state." + std::to_string(id) + "." + name] = t;
+  for (size_t g = 0; g < sd.param_groups.size(); ++g) {
+    const std::string prefix = "param_groups." + std::to_string(g) + ".";
+    out[prefix + "params"] = tensor(sd.param_groups[g].params, kInt64);
+    for (const auto& [key, v] : sd.param_groups[g].options) out[prefix + key] = scalar_tensor(v, kFloat64);
+  }
+  return out;
+}
+
+namespace {
+// "<digits>." at the start of `s` (after a prefix): the number, and the rest after the dot.
+bool split_index(const std::string& s, size_t from, int64_t& index, std::string& rest) {
+  size_t dot = s.find('.', from);
+  if (dot == std::string::npos || dot == from || dot - from > 18) return false;
+  for (size_t i = from; i < dot; ++i)
+    if (s[i] < '0' || s[i] > '9') return false;
+  index = std::stoll(s.substr(from, dot - from));
+  rest = s.substr(dot + 1);
+  return !rest.empty();
+}
+}  // namespace
+
+OptimizerStateDict state_dict_from_tensors(const std::map<std::string, Tensor>& tensors) {
+  OptimizerStateDict sd;
+  std::map<int64_t, OptimizerStateDict::ParamGroup> groups;
+  std::map<int64_t, bool> has_params;
+  for (const auto& [key, t] : tensors) {
+    int64_t index = 0;
+    std::string rest;
+    KILN_CHECK(t.defined(), "[state_dict_from_tensors] tensor '", key, "' is undefined");
+    if (key.rfind("state.", 0) == 0 && split_index(key, 6, index, rest)) {
+      sd.state[index][rest] = t;
+    } else if (key.rfind("param_groups.", 0) == 0 && split_index(key, 13, index, rest)) {
+      auto& g = groups[index];
+      if (rest == "params") {
+        KILN_CHECK(t.dim() == 1 && t.dtype() == kInt64, "[state_dict_from_tensors] '", key,
+                   "' must be a 1-d int64 tensor of parameter ids, got ", t.dtype(), " of shape ", t.sizes());
+        Tensor c = t.contiguous();
+        g.params.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+        has_params[index] = true;
+      } else {
+        KILN_CHECK(t.numel() == 1, "[state_dict_from_tensors] option '", key,
+                   "' must be a one-element tensor, got shape ", t.sizes());
+        g.options[rest] = t.item<double>();
+      }
+    } else {
+      KILN_FAIL("[state_dict_from_tensors] unexpected key '", key,
+                "' (expected state.<id>.<name>, param_groups.<g>.params or param_groups.<g>.<option>)");
+    }
+  }
+  for (auto& [index, g] : groups) {
+    KILN_CHECK(index == static_cast<int64_t>(sd.param_groups.size()), "[state_dict_from_tensors] parameter group ",
+               sd.param_groups.size(), " is missing (groups must be numbered from 0 without gaps, found ", index, ")");
+    KILN_CHECK(has_params[index], "[state_dict_from_tensors] parameter group ", index, " lacks 'param_groups.", index,
+               ".params'");
+    sd.param_groups.push_back(std::move(g));
+  }
+  return sd;
+}
+
 namespace detail {
 
 void check_group_params(const char* opt, const std::vector<Tensor>& params, size_t group_index,

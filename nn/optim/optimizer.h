@@ -31,6 +31,12 @@ struct OptimizerStateDict {
   std::vector<ParamGroup> param_groups;
 };
 
+// A flat form of a snapshot for kiln::save (safetensors): "state.<id>.<name>" holds the state
+// tensors, "param_groups.<g>.params" the ids (int64, 1-d) and "param_groups.<g>.<option>" each
+// hyperparameter (float64, 0-dim). The inverse validates names and shapes.
+std::map<std::string, Tensor> to_tensors(const OptimizerStateDict& state_dict);
+OptimizerStateDict state_dict_from_tensors(const std::map<std::string, Tensor>& tensors);
+
 // The type-erased interface schedulers and training loops use.
 class Optimizer {
  public:
