@@ -46,17 +46,17 @@ void read_adam(O& o, detail::OptionReader& r) {
 // One parameter's update; `decoupled` selects AdamW's weight decay. The only allocation is one
 // scratch tensor (plus the decayed gradient for Adam with weight decay).
 template <class O>
-void adam_update(Tensor& p, AdamParamState& s, const O& o, bool decoupled) {
+void adam_update(detail::StepOps& ops, Tensor& p, AdamParamState& s, const O& o, bool decoupled) {
   const Tensor& grad = p.grad();
   const auto [beta1, beta2] = o.betas;
   Tensor g = grad;
   if (o.weight_decay != 0 && !decoupled) {
-    g = detail::mul(p, o.weight_decay);
-    detail::axpy_(g, grad, o.maximize ? -1.0 : 1.0);
+    g = ops.mul(p, o.weight_decay);
+    ops.axpy_(g, grad, o.maximize ? -1.0 : 1.0);
   } else if (o.maximize) {
     g = neg(grad);
   }
-  if (o.weight_decay != 0 && decoupled) detail::mul_(p, 1 - o.lr * o.weight_decay);
+  if (o.weight_decay != 0 && decoupled) ops.mul_(p, 1 - o.lr * o.weight_decay);
 
   if (!s.exp_avg.defined()) {
     s.exp_avg = zeros_like(p);
@@ -69,16 +69,16 @@ void adam_update(Tensor& p, AdamParamState& s, const O& o, bool decoupled) {
   const double w = 1 - beta1;
   Tensor scratch = sub(g, s.exp_avg);
   if (w < 0.5) {
-    detail::mul_(scratch, w);
+    ops.mul_(scratch, w);
     s.exp_avg.add_(scratch);
   } else {
-    detail::mul_(scratch, 1 - w);
-    detail::assign_(s.exp_avg, KILN_ROW("sub"), {g, scratch});
+    ops.mul_(scratch, 1 - w);
+    ops.assign_(s.exp_avg, KILN_ROW("sub"), {g, scratch});
   }
   // v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-  detail::assign_(scratch, KILN_ROW("mul"), {g, detail::number(1 - beta2, g)});
+  ops.assign_(scratch, KILN_ROW("mul"), {g, ops.number(1 - beta2, g)});
   scratch.mul_(g);
-  detail::mul_(s.exp_avg_sq, beta2);
+  ops.mul_(s.exp_avg_sq, beta2);
   s.exp_avg_sq.add_(scratch);
 
   const double t = static_cast<double>(s.step);
@@ -88,15 +88,15 @@ void adam_update(Tensor& p, AdamParamState& s, const O& o, bool decoupled) {
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
   const Tensor* second = &s.exp_avg_sq;
   if (o.amsgrad) {
-    detail::assign_(s.max_exp_avg_sq, KILN_ROW("maximum"), {s.max_exp_avg_sq, s.exp_avg_sq});
+    ops.assign_(s.max_exp_avg_sq, KILN_ROW("maximum"), {s.max_exp_avg_sq, s.exp_avg_sq});
     second = &s.max_exp_avg_sq;
   }
   // denom = sqrt(v) / sqrt(bc2) + eps;  p.addcdiv_(m, denom, value=-step_size)
-  detail::assign_(scratch, KILN_ROW("sqrt"), {*second});
-  detail::div_(scratch, bias_correction2_sqrt);
-  detail::add_(scratch, o.eps);
-  detail::assign_(scratch, KILN_ROW("div"), {s.exp_avg, scratch});
-  detail::mul_(scratch, step_size);
+  ops.assign_(scratch, KILN_ROW("sqrt"), {*second});
+  ops.div_(scratch, bias_correction2_sqrt);
+  ops.add_(scratch, o.eps);
+  ops.assign_(scratch, KILN_ROW("div"), {s.exp_avg, scratch});
+  ops.mul_(scratch, step_size);
   p.sub_(scratch);
 }
 
@@ -134,9 +134,10 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions defaults) : OptimizerBase(def
 }
 void Adam::step() {
   NoGradGuard no_grad;
+  detail::StepOps ops;
   for (Group& group : groups_)
     for (Tensor& p : group.params)
-      if (p.grad().defined()) adam_update(p, state_for(p), group.options, /*decoupled=*/false);
+      if (p.grad().defined()) adam_update(ops, p, state_for(p), group.options, /*decoupled=*/false);
 }
 
 AdamW::AdamW(std::vector<ParamGroup<AdamWOptions>> groups, AdamWOptions defaults) : OptimizerBase(defaults) {
@@ -147,9 +148,10 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions defaults) : OptimizerBase(
 }
 void AdamW::step() {
   NoGradGuard no_grad;
+  detail::StepOps ops;
   for (Group& group : groups_)
     for (Tensor& p : group.params)
-      if (p.grad().defined()) adam_update(p, state_for(p), group.options, /*decoupled=*/true);
+      if (p.grad().defined()) adam_update(ops, p, state_for(p), group.options, /*decoupled=*/true);
 }
 
 }  // namespace kiln::optim

@@ -54,6 +54,7 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions defaults) : OptimizerBase(defaul
 
 void SGD::step() {
   NoGradGuard no_grad;
+  detail::StepOps ops;
   for (Group& group : groups_) {
     const SGDOptions& o = group.options;
     // The sign is carried into scalars instead of negating the gradient: -a * -g == a * g exactly.
@@ -64,35 +65,35 @@ void SGD::step() {
       // `d` is the direction d_p when it differs from sign * grad (then undefined).
       Tensor d;
       if (o.weight_decay != 0) {
-        d = detail::mul(p, o.weight_decay);
-        detail::axpy_(d, grad, sign);
+        d = ops.mul(p, o.weight_decay);
+        ops.axpy_(d, grad, sign);
       }
       if (o.momentum != 0) {
         Tensor& buf = state_for(p).momentum_buffer;
         if (!buf.defined()) {
           buf = d.defined() ? d : (o.maximize ? neg(grad) : grad.clone());
         } else {
-          detail::mul_(buf, o.momentum);
+          ops.mul_(buf, o.momentum);
           if (d.defined())
-            detail::axpy_(buf, d, 1 - o.dampening);
+            ops.axpy_(buf, d, 1 - o.dampening);
           else
-            detail::axpy_(buf, grad, sign * (1 - o.dampening));
+            ops.axpy_(buf, grad, sign * (1 - o.dampening));
         }
         if (o.nesterov) {
-          Tensor t = detail::mul(buf, o.momentum);
+          Tensor t = ops.mul(buf, o.momentum);
           if (d.defined())
             t.add_(d);
           else
-            detail::axpy_(t, grad, sign);
+            ops.axpy_(t, grad, sign);
           d = std::move(t);
         } else {
           d = buf;
         }
       }
       if (d.defined())
-        detail::axpy_(p, d, -o.lr);
+        ops.axpy_(p, d, -o.lr);
       else
-        detail::axpy_(p, grad, -o.lr * sign);
+        ops.axpy_(p, grad, -o.lr * sign);
     }
   }
 }
