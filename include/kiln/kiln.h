@@ -10,3 +10,8 @@
 #include "core/scalar.h"
 #include "core/shape.h"
 #include "core/tensor.h"
+#include "nn/optim/adam.h"
+#include "nn/optim/lr_scheduler.h"
+#include "nn/optim/optimizer.h"
+#include "nn/optim/sgd.h"
+#include "nn/safetensors.h"
