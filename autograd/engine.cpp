@@ -27,6 +27,17 @@ void accumulate(Tensor& slot, Tensor g) {
   else slot = slot + g;
 }
 
+// Runs a tensor hook on g; a defined result replaces g and must keep its size and dtype.
+void run_hook(const Tensor::GradHook& hook, Tensor& g) {
+  Tensor r = hook(g);
+  if (!r.defined()) return;
+  KILN_CHECK(r.sizes() == g.sizes(), "[autograd] a tensor hook has changed the size of the gradient (was ", g.sizes(),
+             ", got ", r.sizes(), ")");
+  KILN_CHECK(r.dtype() == g.dtype(), "[autograd] a tensor hook has changed the dtype of the gradient (was ", g.dtype(),
+             ", got ", r.dtype(), ")");
+  g = std::move(r);
+}
+
 // Targets of grad(): (node, input_nr) -> index into the result.
 using TargetMap = std::unordered_map<const Node*, std::vector<std::pair<uint32_t, size_t>>>;
 
@@ -84,20 +95,32 @@ TensorList run(const std::vector<Edge>& roots, TensorList root_grads, bool keep_
   while (!ready.empty()) {
     Node* n = ready.top();
     ready.pop();
+    // grad(): a node no target is reached from neither runs nor fires its hooks.
+    if (targets && !needed.count(n)) continue;
     Buffer& b = buffers[n];
     TensorList grads = std::move(b.grads);
     grads.resize(n->num_outputs());
-    for (auto& [nr, hook] : n->hooks) {
-      if (nr < grads.size() && grads[nr].defined()) {
-        Tensor r = hook.second(grads[nr]);
-        if (r.defined()) grads[nr] = r;
-      }
+    // Copies: a hook may register or remove hooks.
+    auto hooks = n->hooks;
+    for (auto& [nr, hook] : hooks)
+      if (nr < grads.size() && grads[nr].defined()) run_hook(hook.second, grads[nr]);
+    // A leaf's hooks run here rather than in AccumulateGrad, so grad() sees them too.
+    if (auto* acc = dynamic_cast<AccumulateGrad*>(n); acc && !grads.empty() && grads[0].defined()) {
+      auto leaf_hooks = acc->meta()->leaf_hooks;
+      for (auto& [id, hook] : leaf_hooks) run_hook(hook, grads[0]);
+    }
+    for (auto& [nr, weak] : n->retains_grad) {
+      auto meta = weak.lock();
+      if (!meta || meta->grad_fn.get() != n || meta->output_nr != nr || nr >= grads.size() || !grads[nr].defined())
+        continue;
+      NoGradGuard no_grad;
+      meta->grad = meta->grad.defined() ? meta->grad + grads[nr] : grads[nr].detach().clone();
     }
     if (targets) {
       auto it = targets->find(n);
       if (it != targets->end())
         for (auto [nr, idx] : it->second) captured[idx] = nr < grads.size() ? grads[nr] : Tensor();
-      if (!needed.count(n) || dynamic_cast<AccumulateGrad*>(n)) continue;
+      if (dynamic_cast<AccumulateGrad*>(n)) continue;
       bool feeds_target = false;
       for (const Edge& e : n->next_edges)
         if (e.fn && needed.count(e.fn.get())) feeds_target = true;
@@ -128,8 +151,8 @@ void prepare_roots(const char* api, const TensorList& outputs, const TensorList&
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& t = outputs[i];
     KILN_CHECK(t.defined(), "[", api, "] output ", i, " is an undefined tensor");
-    KILN_CHECK(t.requires_grad(), "[", api, "] element ", i,
-               " of tensors does not require grad and does not have a grad_fn");
+    Edge edge = gradient_edge(t);  // also valid for a view whose base came to require grad
+    KILN_CHECK(edge.valid(), "[", api, "] element ", i, " of tensors does not require grad and does not have a grad_fn");
     Tensor g = grad_outputs.empty() ? Tensor() : grad_outputs[i];
     if (!g.defined()) {
       KILN_CHECK(t.numel() == 1, "[", api, "] grad can be implicitly created only for scalar outputs, but output ", i,
@@ -142,7 +165,7 @@ void prepare_roots(const char* api, const TensorList& outputs, const TensorList&
                  " is on ", t.device());
       if (g.dtype() != t.dtype()) g = g.to(t.dtype());
     }
-    edges.push_back(gradient_edge(t));
+    edges.push_back(std::move(edge));
     grads.push_back(std::move(g));
   }
 }
@@ -164,9 +187,9 @@ TensorList grad(const TensorList& outputs, const TensorList& inputs, const Tenso
   prepare_roots("grad", outputs, grad_outputs, edges, grads);
   TargetMap targets;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    KILN_CHECK(inputs[i].defined() && inputs[i].requires_grad(), "[grad] input ", i,
-               " does not require grad");
+    KILN_CHECK(inputs[i].defined(), "[grad] input ", i, " is an undefined tensor");
     Edge e = gradient_edge(inputs[i]);
+    KILN_CHECK(e.valid(), "[grad] input ", i, " does not require grad");
     targets[e.fn.get()].push_back({e.input_nr, i});
   }
   // Keep accumulators of leaf inputs alive for the run (the graph may hold them only weakly).

@@ -18,6 +18,21 @@ Tensor alias_without_meta(const Tensor& t) {
 }  // namespace
 
 Node::Node() : sequence_nr(g_sequence.fetch_add(1, std::memory_order_relaxed)) {}
+
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> doomed;
+  auto take = [&doomed](std::vector<Edge>& edges) {
+    for (Edge& e : edges)
+      if (e.fn && e.fn.use_count() == 1) doomed.push_back(std::move(e.fn));
+  };
+  take(next_edges);
+  while (!doomed.empty()) {
+    std::shared_ptr<Node> n = std::move(doomed.back());
+    doomed.pop_back();
+    n->release_saved();  // saved inputs hold their producers' nodes too: drop those refs first
+    take(n->next_edges);
+  }  // each n dies here with no uniquely owned successor left to recurse into
+}
 int64_t next_hook_id() { return g_hook_id.fetch_add(1, std::memory_order_relaxed) + 1; }
 
 InputGeometry geometry_of(const Tensor& t) {
@@ -48,7 +63,8 @@ Tensor SavedTensor::unpack(const OpDef& op, const char* what, size_t index) cons
   KILN_CHECK(now == version_, "[autograd] one of the tensors needed for gradient computation has been modified by an "
              "in-place operation: ", what, " ", index, " of ", op.name, " (shape ", data_.sizes(), ", ", data_.dtype(),
              ") is at version ", now, "; expected version ", version_, " instead");
-  if (is_output_ && GradMode::is_enabled()) {
+  // Only floating outputs have a history (an integer output such as max's indices never does).
+  if (is_output_ && GradMode::is_enabled() && data_.is_floating_point()) {
     if (auto node = owner_.lock()) {  // differentiating the backward pass: reconnect the output
       Tensor t = alias_without_meta(data_);
       AutogradMeta& m = meta_of(t);
@@ -111,8 +127,11 @@ TensorList OpNode::apply(TensorList&& grads) {
   if (!any_edge) return TensorList(next_edges.size());  // e.g. fill_ overwrote the values: no inputs to reach
   KILN_CHECK(op_.vjp != nullptr, "[autograd] the derivative of '", op_.name, "' is not implemented");
   TensorList r = op_.vjp(*this, grads);
-  KILN_INTERNAL_ASSERT(r.size() <= geometry_.size(), "vjp of ", op_.name, " returned ", r.size(),
-                       " gradients for ", geometry_.size(), " inputs");
+  // Gradients past the recorded inputs may only be undefined: those of optional inputs the call
+  // did not pass (linear without bias).
+  for (size_t i = geometry_.size(); i < r.size(); ++i)
+    KILN_INTERNAL_ASSERT(!r[i].defined(), "vjp of ", op_.name, " returned a gradient for input ", i, " of ",
+                         geometry_.size());
   r.resize(geometry_.size());
   for (size_t i = 0; i < r.size(); ++i) {
     if (!next_edges[i].valid()) { r[i] = Tensor(); continue; }
@@ -127,15 +146,12 @@ TensorList OpNode::apply(TensorList&& grads) {
 // --- AccumulateGrad ----------------------------------------------------------------------------------
 
 TensorList AccumulateGrad::apply(TensorList&& grads) {
-  Tensor g = std::move(grads.at(0));
+  Tensor g = std::move(grads.at(0));  // the leaf's hooks already ran (engine)
   if (!g.defined()) return {};
-  for (auto& [id, hook] : meta_->leaf_hooks) {
-    Tensor r = hook(g);
-    if (r.defined()) g = r;
-  }
   Tensor& acc = meta_->grad;
   if (GradMode::is_enabled()) {  // create_graph: the accumulated grad stays differentiable
-    acc = acc.defined() ? acc + g : g;
+    // A clone, as the same gradient may reach several leaves (add passes it to both inputs).
+    acc = acc.defined() ? acc + g : g.clone();
     return {};
   }
   if (!acc.defined()) {
@@ -162,7 +178,8 @@ TensorList CopySlices::apply(TensorList&& grads) {
   Tensor g = std::move(grads.at(0));
   TensorList out(next_edges.size());
   if (!g.defined()) return out;
-  NoGradGuard no_grad;  // double backward through an in-place write on a view is not supported
+  // Under create_graph the writes below are recorded like any others (through CopySlices of
+  // `buf`), so the result is differentiable again.
   // A scratch buffer laid out like the base's storage, so base and view keep their geometry.
   auto extent = [](const InputGeometry& x, int64_t& lo, int64_t& hi) {
     lo = hi = x.offset;

@@ -20,9 +20,13 @@ struct Edge {
   bool valid() const { return fn != nullptr; }
 };
 
+struct AutogradMeta;
+
 struct Node : std::enable_shared_from_this<Node> {
   Node();
-  virtual ~Node() = default;
+  // Frees the nodes only this one references iteratively: a recursive release of a long chain
+  // (an RNN unrolled over many steps) overflows the stack.
+  virtual ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
@@ -37,6 +41,9 @@ struct Node : std::enable_shared_from_this<Node> {
   std::vector<Edge> next_edges;
   // Tensor hooks registered on this node's outputs (non-leaf tensors), by output index.
   std::vector<std::pair<uint32_t, std::pair<int64_t, Tensor::GradHook>>> hooks;
+  // Tensors that retain_grad() on an output of this node; run after `hooks` (as PyTorch does),
+  // and only while the tensor's grad_fn is still this node (an in-place op moves them on).
+  std::vector<std::pair<uint32_t, std::weak_ptr<AutogradMeta>>> retains_grad;
   // Later nodes run first among those ready, so the engine walks the graph in reverse order.
   const uint64_t sequence_nr;
 };

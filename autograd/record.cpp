@@ -23,6 +23,14 @@ namespace {
 
 bool is_floating_output(const Tensor& t) { return t.defined() && t.is_floating_point(); }
 
+// Points t's history at a new node; a retain_grad() on t follows it there.
+void set_history(const Tensor& t, AutogradMeta& m, std::shared_ptr<Node> fn, uint32_t output_nr) {
+  m.grad_fn = std::move(fn);
+  m.output_nr = output_nr;
+  t.impl()->set_requires_grad(true);
+  if (m.retains_grad) m.grad_fn->retains_grad.push_back({output_nr, t.impl()->autograd_meta()});
+}
+
 // After an in-place write through the base or a sibling view, a view's values derive from
 // the base's new history: its grad_fn becomes as_strided of the base.
 void refresh_view(const Tensor& view, AutogradMeta& m) {
@@ -32,16 +40,23 @@ void refresh_view(const Tensor& view, AutogradMeta& m) {
   if (!m.base.requires_grad()) return;
   const OpDef& op = KILN_ROW("as_strided");
   Attrs attrs{view.sizes().vec(), view.strides().vec(), view.storage_offset()};
-  auto node = std::make_shared<OpNode>(op, attrs, TensorList{m.base}, 1);
-  m.grad_fn = std::move(node);
-  m.output_nr = 0;
-  view.impl()->set_requires_grad(true);
+  set_history(view, m, std::make_shared<OpNode>(op, attrs, TensorList{m.base}, 1), 0);
+}
+
+// Whether t requires grad now. A view taken before its base came to require grad (through an
+// in-place write) follows the base, as PyTorch's views do, though its own flag is still unset.
+bool requires_grad_now(const Tensor& t) {
+  if (t.requires_grad()) return true;
+  AutogradMeta* m = meta_if(t);
+  if (!m || !m->is_view || !m->base.requires_grad()) return false;
+  refresh_view(t, *m);
+  return t.requires_grad();
 }
 
 }  // namespace
 
 Edge gradient_edge(const Tensor& t) {
-  if (!t.requires_grad()) return {};
+  if (!requires_grad_now(t)) return {};
   AutogradMeta& m = meta_of(t);
   if (m.is_view) refresh_view(t, m);
   if (m.grad_fn) return {m.grad_fn, m.output_nr};
@@ -56,7 +71,7 @@ Edge gradient_edge(const Tensor& t) {
 bool should_record(const OpDef& op, const TensorList& inputs) {
   if (!GradMode::is_enabled() || !op.differentiable) return false;
   for (const Tensor& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
+    if (t.defined() && requires_grad_now(t)) return true;
   return false;
 }
 
@@ -91,7 +106,7 @@ void record_view(const OpDef& op, const Tensor& input, const Attrs& attrs, const
   AutogradMeta* in = meta_if(input);
   m.base = in && in->is_view ? in->base : input;
   m.view_version = view._version();
-  if (input.requires_grad() && op.differentiable) attach(make_node(op, {input}, attrs, {view}), {view});
+  if (op.differentiable && requires_grad_now(input)) attach(make_node(op, {input}, attrs, {view}), {view});
 }
 
 // --- in place -------------------------------------------------------------------------------------
@@ -115,14 +130,16 @@ std::unique_ptr<InplaceRecord, void (*)(InplaceRecord*)> begin_inplace(const OpD
                                                                         const TensorList& inputs,
                                                                         const Attrs& attrs) {
   std::unique_ptr<InplaceRecord, void (*)(InplaceRecord*)> none(nullptr, delete_record);
-  if (!GradMode::is_enabled()) return none;
+  // An integer or bool result cannot require grad (x.to(kInt64) is a cut, as in PyTorch).
+  if (!GradMode::is_enabled() || !self.is_floating_point()) return none;
   AutogradMeta* sm = meta_if(self);
   bool view = sm && sm->is_view;
   bool inputs_need = op.differentiable && should_record(op, inputs);
   bool base_needs = view && sm->base.requires_grad();
   if (!inputs_need && !self.requires_grad() && !base_needs) return none;
 
-  bool self_is_leaf = self.requires_grad() && !(sm && (sm->grad_fn || sm->is_view));
+  // A view made a leaf by requires_grad_() (buf.narrow(...).requires_grad_()) is a leaf too.
+  bool self_is_leaf = self.requires_grad() && !(sm && sm->grad_fn);
   KILN_CHECK(!self_is_leaf, "[", op.name, "_] a leaf tensor that requires grad is being used in an in-place "
              "operation; wrap the update in kiln::NoGradGuard or write to a clone");
   if (view) {
@@ -142,9 +159,9 @@ std::unique_ptr<InplaceRecord, void (*)(InplaceRecord*)> begin_inplace(const OpD
   for (size_t i = 0; i < edge_inputs.size(); ++i)
     if (edge_inputs[i].defined() && edge_inputs[i].is_same(self)) rec->self_index = static_cast<int>(i);
   if (op.differentiable && (op.vjp_saves & kSaveInputs)) {
-    // The write destroys the old values the vjp may read: keep a copy of those.
+    // The write destroys the old values the vjp may read: keep a copy of those. The copy is
+    // recorded, so that differentiating the vjp (create_graph) reaches the old values' history.
     TensorList saved = inputs;
-    NoGradGuard no_grad;
     for (Tensor& t : saved)
       if (shares_storage(t, self)) t = t.clone();
     rec->node->save_inputs(saved);
@@ -157,18 +174,13 @@ void finish_inplace(InplaceRecord* rec, const Tensor& self) {
   if (rec->node->op().vjp_saves & kSaveOutputs) rec->node->save_outputs({self});
   AutogradMeta& m = meta_of(self);
   if (!rec->through_view) {
-    m.grad_fn = rec->node;
-    m.output_nr = 0;
-    self.impl()->set_requires_grad(true);
+    set_history(self, m, rec->node, 0);
     return;
   }
   Tensor base = m.base;
   auto cs = std::make_shared<CopySlices>(rec->base_geometry, geometry_of(self), rec->node, rec->self_index,
                                          std::move(rec->base_edge));
-  AutogradMeta& bm = meta_of(base);
-  bm.grad_fn = std::move(cs);
-  bm.output_nr = 0;
-  base.impl()->set_requires_grad(true);
+  set_history(base, meta_of(base), std::move(cs), 0);
   m.view_version = self._version() - 1;  // force refresh_view to rebuild from the base now
   self.impl()->set_requires_grad(true);
   refresh_view(self, m);

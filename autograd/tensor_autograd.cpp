@@ -59,11 +59,14 @@ void Tensor::backward(const Tensor& gradient, std::optional<bool> retain_graph, 
 
 bool Tensor::is_leaf() const {
   autograd::AutogradMeta* m = meta_if(*this);
+  if (m && m->is_view) {
+    (void)grad_fn();  // a view whose base was written since takes the base's history first
+    m = meta_if(*this);
+  }
   return !m || !m->grad_fn;
 }
 
 std::shared_ptr<autograd::Node> Tensor::grad_fn() const {
-  if (!requires_grad()) return nullptr;
   autograd::Edge e = autograd::gradient_edge(*this);  // refreshes a stale view
   return dynamic_cast<autograd::AccumulateGrad*>(e.fn.get()) ? nullptr : e.fn;
 }
@@ -97,15 +100,9 @@ void Tensor::retain_grad() const {
   if (is_leaf()) return;  // leaves keep their grad anyway
   autograd::AutogradMeta& m = meta_of(*this);
   if (m.retains_grad) return;
-  m.retains_grad = true;
-  std::weak_ptr<autograd::AutogradMeta> weak = checked()->autograd_meta();
-  register_hook([weak](const Tensor& g) {
-    if (auto meta = weak.lock()) {
-      NoGradGuard no_grad;
-      meta->grad = meta->grad.defined() ? meta->grad + g : g.detach().clone();
-    }
-    return Tensor();
-  });
+  autograd::Edge e = autograd::gradient_edge(*this);  // refreshes a stale view first
+  m.retains_grad = true;  // the engine fills .grad after the tensor's hooks
+  e.fn->retains_grad.push_back({e.input_nr, checked()->autograd_meta()});
 }
 
 bool Tensor::retains_grad() const {

@@ -113,11 +113,12 @@ TensorList vjp_clamp_max(C c, G g) {
   Tensor x = c.input(0), hi = c.input(1);
   return {where(x <= hi, g[0], 0), if_need(c, 1, [&] { return where(x > hi, g[0], 0); })};
 }
+// clamp is min(max(x, lo), hi): where lo > hi the result is hi whatever x is (PyTorch's rule).
 TensorList vjp_clamp(C c, G g) {
   Tensor x = c.input(0), lo = c.input(1), hi = c.input(2);
   return {where(logical_and(x >= lo, x <= hi), g[0], 0),
-          if_need(c, 1, [&] { return where(logical_and(x < lo, lo <= hi), g[0], 0); }),
-          if_need(c, 2, [&] { return where(x > hi, g[0], 0); })};
+          if_need(c, 1, [&] { return where(logical_and(x < lo, lo < hi), g[0], 0); }),
+          if_need(c, 2, [&] { return where(logical_or(x > hi, hi < lo), g[0], 0); })};
 }
 TensorList vjp_where(C c, G g) {
   Tensor cond = c.input(0);

@@ -223,6 +223,27 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const std::optional<T
                 Reduction reduction = Reduction::Mean, int64_t ignore_index = -100);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
 
+// --- backward ops ---------------------------------------------------------------------------
+// The kernels behind the vjps of conv2d and the pools (autograd/vjp_conv.cpp), public so that
+// they can be tested, traced and differentiated again. Each takes the forward's arguments and the
+// size of the tensor it produces.
+Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayRef input_size,
+                             IntArrayRef stride = {1, 1}, IntArrayRef padding = {0, 0},
+                             IntArrayRef dilation = {1, 1}, int64_t groups = 1);
+Tensor conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, IntArrayRef weight_size,
+                              IntArrayRef stride = {1, 1}, IntArrayRef padding = {0, 0},
+                              IntArrayRef dilation = {1, 1}, int64_t groups = 1);
+// The flat position (h * W + w) in its plane of each max_pool2d window's maximum (int64): the
+// first maximum on ties, a NaN if present, as PyTorch's return_indices; -1 where a dilated window
+// misses the input entirely.
+Tensor max_pool2d_indices(const Tensor& input, IntArrayRef kernel_size, IntArrayRef stride = {},
+                          IntArrayRef padding = {0, 0}, IntArrayRef dilation = {1, 1}, bool ceil_mode = false);
+// Zeros of input_size with each grad_output value added at its window's index (-1: none).
+Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, IntArrayRef input_size);
+Tensor avg_pool2d_backward(const Tensor& grad_output, IntArrayRef input_size, IntArrayRef kernel_size,
+                           IntArrayRef stride = {}, IntArrayRef padding = {0, 0}, bool ceil_mode = false,
+                           bool count_include_pad = true);
+
 // --- threads --------------------------------------------------------------------------------
 // Governs OpenMP (our kernels) and oneDNN alike.
 void set_num_threads(int n);

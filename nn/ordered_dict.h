@@ -3,6 +3,8 @@
 // state dicts keep the order in which they were registered, as PyTorch's do.
 #include <concepts>
 #include <cstddef>
+#include <initializer_list>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -31,6 +33,11 @@ class OrderedDict {
     { m.begin()->second } -> std::convertible_to<V>;
   }) OrderedDict(const Map& map) {  // NOLINT: implicit, so load_state_dict(loaded_map) works
     for (const auto& [key, value] : map) insert(key, value);
+  }
+
+  // To a std::map (sorted by key), e.g. for kiln::save(model->state_dict(), path).
+  operator std::map<std::string, V>() const {  // NOLINT: implicit on purpose
+    return std::map<std::string, V>(items_.begin(), items_.end());
   }
 
   size_t size() const { return items_.size(); }

@@ -190,6 +190,12 @@ TEST(NnModule, StateDictRoundTrip) {
   c->load_state_dict(as_map);
   EXPECT_TRUE(close(a->forward(x), c->forward(x), 0, 0));
 
+  // Through safetensors bytes: StateDict converts to and from the std::map kiln::save/load use.
+  std::vector<uint8_t> bytes = save_to_memory(a->state_dict());
+  auto d = std::make_shared<TinyNet>();
+  d->load_state_dict(load_from_memory(bytes.data(), bytes.size()));
+  EXPECT_TRUE(close(a->forward(x), d->forward(x), 0, 0));
+
   // BatchNorm buffers travel too; values are converted to the module's dtype.
   auto bn1 = std::make_shared<nn::BatchNorm1d>(2);
   bn1->forward(tensor({{1.0, 2.0}, {3.0, 5.0}}));

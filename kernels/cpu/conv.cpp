@@ -10,6 +10,7 @@
 
 #include "core/ops.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/im2col.h"
 #include "kernels/cpu/parallel.h"
 
 namespace kiln::cpu {
@@ -99,31 +100,6 @@ void conv2d_onednn(const Tensor& x, const Tensor& w, const Tensor& b, const Tens
 }
 
 // --- float64: im2col + GEMM ---------------------------------------------------------------------
-
-// col[(c * kH + i) * kW + j, oh * oW + ow] = x[c, oh * sH - pH + i * dH, ow * sW - pW + j * dW] (0 outside).
-template <class T>
-void im2col(const T* x, int64_t Cg, const Conv2dParams& p, T* col) {
-  const int64_t L = p.oH * p.oW;
-  for (int64_t c = 0; c < Cg; ++c)
-    for (int64_t i = 0; i < p.kH; ++i)
-      for (int64_t j = 0; j < p.kW; ++j) {
-        T* __restrict dst = col + ((c * p.kH + i) * p.kW + j) * L;
-        const T* plane = x + c * p.H * p.W;
-        for (int64_t oh = 0; oh < p.oH; ++oh) {
-          const int64_t h = oh * p.sH - p.pH + i * p.dH;
-          T* __restrict row = dst + oh * p.oW;
-          if (h < 0 || h >= p.H) {
-            for (int64_t ow = 0; ow < p.oW; ++ow) row[ow] = T(0);
-            continue;
-          }
-          const T* src = plane + h * p.W;
-          for (int64_t ow = 0; ow < p.oW; ++ow) {
-            const int64_t w = ow * p.sW - p.pW + j * p.dW;
-            row[ow] = (w >= 0 && w < p.W) ? src[w] : T(0);
-          }
-        }
-      }
-}
 
 // x, w, b contiguous; out contiguous.
 template <class T>

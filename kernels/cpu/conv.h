@@ -18,4 +18,12 @@ struct Conv2dParams {
 // Inputs may have any strides; out may have any strides.
 void conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const Tensor& out, const Conv2dParams& p);
 
+// Gradients of conv2d (kernels/cpu/conv_backward.cpp), same dtype paths as the forward:
+// grad_input[N, C, H, W] from grad_output[N, O, oH, oW] and weight, and
+// grad_weight[O, C / groups, kH, kW] from grad_output and input. Operands may have any strides.
+void conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, const Tensor& grad_input,
+                           const Conv2dParams& p);
+void conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, const Tensor& grad_weight,
+                            const Conv2dParams& p);
+
 }  // namespace kiln::cpu

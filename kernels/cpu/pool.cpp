@@ -1,7 +1,9 @@
 #include "kernels/cpu/pool.h"
 
 #include <cmath>
+#include <atomic>
 #include <limits>
+#include <vector>
 
 #include "core/ops.h"
 #include "kernels/cpu/loops.h"
@@ -17,14 +19,14 @@ bool is_nan(T v) {
 }
 
 // Runs fn(in_plane, out_plane) over the contiguous [P, H, W] input and [P, oH, oW] output.
-template <class T, class Fn>
+template <class T, class TOut = T, class Fn>
 void for_each_plane(const Tensor& input, const Tensor& out, const Pool2dParams& p, Fn&& fn) {
   Tensor x = input.contiguous();
   Tensor dst = out;
   with_contiguous_output(dst, [&](Tensor& o) {
     const int64_t P = x.size(0), HW = x.size(1) * x.size(2), OHW = p.oH * p.oW;
     const T* xp = x.data_ptr<T>();
-    T* op = o.data_ptr<T>();
+    TOut* op = o.data_ptr<TOut>();
     const int64_t per_plane = std::max<int64_t>(1, OHW * p.kH * p.kW);
     parallel_for(P, std::max<int64_t>(1, kParallelGrain / per_plane), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) fn(xp + i * HW, op + i * OHW);
@@ -60,6 +62,39 @@ void max_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p
   });
 }
 
+// PyTorch's max_pool2d_with_indices rule: start at the window's first in-bounds element, move on
+// a strictly greater value or a NaN. A dilated window can miss the input entirely (its max is
+// -inf); it gets -1, where PyTorch would name an element past the plane.
+template <class T>
+void max_pool_indices_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
+  using acc_t = opmath_t<T>;
+  const int64_t H = input.size(1), W = input.size(2);
+  for_each_plane<T, int64_t>(input, out, p, [&](const T* x, int64_t* o) {
+        for (int64_t oh = 0; oh < p.oH; ++oh) {
+          int64_t h0 = oh * p.sH - p.pH;
+          while (h0 < 0) h0 += p.dH;
+          for (int64_t ow = 0; ow < p.oW; ++ow) {
+            int64_t w0 = ow * p.sW - p.pW;
+            while (w0 < 0) w0 += p.dW;
+            const int64_t h1 = std::min(oh * p.sH - p.pH + (p.kH - 1) * p.dH + 1, H);
+            const int64_t w1 = std::min(ow * p.sW - p.pW + (p.kW - 1) * p.dW + 1, W);
+            int64_t arg = h0 < h1 && w0 < w1 ? h0 * W + w0 : -1;  // -1: the window misses the input
+            acc_t best = std::numeric_limits<acc_t>::has_infinity ? -std::numeric_limits<acc_t>::infinity()
+                                                                  : std::numeric_limits<acc_t>::lowest();
+            for (int64_t h = h0; h < h1; h += p.dH)
+              for (int64_t w = w0; w < w1; w += p.dW) {
+                const acc_t v = static_cast<acc_t>(x[h * W + w]);
+                if (v > best || is_nan(v)) {
+                  best = v;
+                  arg = h * W + w;
+                }
+              }
+            o[oh * p.oW + ow] = arg;
+          }
+        }
+      });
+}
+
 // PyTorch's divisor: the window clipped to the padded input (count_include_pad) or to the input.
 template <class T>
 void avg_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
@@ -87,6 +122,71 @@ void avg_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p
   });
 }
 
+// Each plane of grad_input is written by one thread, so the scatter needs no atomics.
+template <class T>
+void max_pool_backward_impl(const OpDef& op, const Tensor& grad, const Tensor& indices, Tensor& o, int64_t HW) {
+  using acc_t = opmath_t<T>;
+  const Tensor g = grad.contiguous(), idx = indices.contiguous();
+  const int64_t P = g.size(0), K = g.size(1);
+  const T* gp = g.data_ptr<T>();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  T* op_ = o.data_ptr<T>();
+  std::atomic<bool> bad{false};
+  std::atomic<int64_t> bad_value{0};
+  parallel_for(P, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, K + HW)), [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      T* dst = op_ + pl * HW;
+      std::fill(dst, dst + HW, T(0));
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t v = ip[pl * K + k];
+        if (v == -1) continue;  // a window without input elements
+        if (v < 0 || v >= HW) {
+          bad_value.store(v);
+          bad.store(true);
+          return;
+        }
+        dst[v] = static_cast<T>(static_cast<acc_t>(dst[v]) + static_cast<acc_t>(gp[pl * K + k]));
+      }
+    }
+  });
+  KILN_CHECK(!bad.load(), "[", op.name, "] index ", bad_value.load(), " is out of range for an input plane of ", HW,
+             " elements");
+}
+
+// The divisor of each window is the forward's (avg_pool_impl).
+template <class T>
+void avg_pool_backward_impl(const Tensor& grad, Tensor& o, int64_t H, int64_t W, const Pool2dParams& p) {
+  using acc_t = opmath_t<T>;
+  const Tensor g = grad.contiguous();
+  const int64_t P = g.size(0), OHW = p.oH * p.oW;
+  const T* gp = g.data_ptr<T>();
+  T* op_ = o.data_ptr<T>();
+  const int64_t per_plane = std::max<int64_t>(1, OHW * p.kH * p.kW + H * W);
+  parallel_for(P, std::max<int64_t>(1, kParallelGrain / per_plane), [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(static_cast<size_t>(H * W));
+    for (int64_t pl = b; pl < e; ++pl) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      const T* gplane = gp + pl * OHW;
+      for (int64_t oh = 0; oh < p.oH; ++oh) {
+        for (int64_t ow = 0; ow < p.oW; ++ow) {
+          int64_t h0 = oh * p.sH - p.pH, w0 = ow * p.sW - p.pW;
+          int64_t h1 = std::min(h0 + p.kH, H + p.pH), w1 = std::min(w0 + p.kW, W + p.pW);
+          const int64_t pool_size = (h1 - h0) * (w1 - w0);
+          h0 = std::max<int64_t>(h0, 0), w0 = std::max<int64_t>(w0, 0);
+          h1 = std::min(h1, H), w1 = std::min(w1, W);
+          if (h0 >= h1 || w0 >= w1) continue;
+          const int64_t divisor = p.count_include_pad ? pool_size : (h1 - h0) * (w1 - w0);
+          const acc_t v = static_cast<acc_t>(gplane[oh * p.oW + ow]) / static_cast<acc_t>(divisor);
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) acc[static_cast<size_t>(h * W + w)] += v;
+        }
+      }
+      T* dst = op_ + pl * H * W;
+      for (int64_t i = 0; i < H * W; ++i) dst[i] = static_cast<T>(acc[static_cast<size_t>(i)]);
+    }
+  });
+}
+
 }  // namespace
 
 void max_pool2d(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
@@ -108,6 +208,41 @@ void max_pool2d(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
 void avg_pool2d(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
   if (out.numel() == 0) return;
   KILN_DISPATCH_FLOATING_TYPES(out.dtype(), "avg_pool2d", { avg_pool_impl<scalar_t>(input, out, p); });
+}
+
+
+void max_pool2d_indices(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
+  if (out.numel() == 0) return;
+  switch (input.dtype()) {
+    case DType::Float32: return max_pool_indices_impl<float>(input, out, p);
+    case DType::Float64: return max_pool_indices_impl<double>(input, out, p);
+    case DType::Float16: return max_pool_indices_impl<Half>(input, out, p);
+    case DType::BFloat16: return max_pool_indices_impl<BFloat16>(input, out, p);
+    case DType::Int64: return max_pool_indices_impl<int64_t>(input, out, p);
+    case DType::Int32: return max_pool_indices_impl<int32_t>(input, out, p);
+    case DType::Int16: return max_pool_indices_impl<int16_t>(input, out, p);
+    case DType::Int8: return max_pool_indices_impl<int8_t>(input, out, p);
+    case DType::UInt8: return max_pool_indices_impl<uint8_t>(input, out, p);
+    default: KILN_FAIL("[max_pool2d_indices] is not supported for dtype ", input.dtype());
+  }
+}
+
+void max_pool2d_backward(const OpDef& op, const Tensor& grad, const Tensor& indices, const Tensor& grad_input,
+                         int64_t HW) {
+  Tensor dst = grad_input;
+  with_contiguous_output(dst, [&](Tensor& o) {
+    if (o.numel() == 0) return;
+    KILN_DISPATCH_FLOATING_TYPES(o.dtype(), op.name, { max_pool_backward_impl<scalar_t>(op, grad, indices, o, HW); });
+  });
+}
+
+void avg_pool2d_backward(const Tensor& grad, const Tensor& grad_input, int64_t H, int64_t W, const Pool2dParams& p) {
+  Tensor dst = grad_input;
+  with_contiguous_output(dst, [&](Tensor& o) {
+    if (o.numel() == 0) return;
+    KILN_DISPATCH_FLOATING_TYPES(o.dtype(), "avg_pool2d_backward",
+                                 { avg_pool_backward_impl<scalar_t>(grad, o, H, W, p); });
+  });
 }
 
 }  // namespace kiln::cpu
