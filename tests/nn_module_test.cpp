@@ -156,6 +156,28 @@ TEST(NnModule, ToDtypeKeepsIdentityAndLeafness) {
   EXPECT_TRUE(held.is_same(lin->weight));
 }
 
+// An optimizer made before to() keeps working: it holds the same parameter handles.
+TEST(NnModule, TrainsWithAnOptimizerAcrossTo) {
+  manual_seed(2);
+  auto model = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(2, 8), std::make_shared<nn::Tanh>(),
+                                                std::make_shared<nn::Linear>(8, 1));
+  optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = 0.9});
+  model->to(DType::Float64);
+  Tensor x = randn({32, 2}, DType::Float64);
+  Tensor y = (x.select(1, 0) - 2 * x.select(1, 1)).unsqueeze(1) * 0.5;
+  nn::MSELoss mse;
+  double first = 0, last = 0;
+  for (int step = 0; step < 60; ++step) {
+    opt.zero_grad();
+    Tensor loss = mse(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  EXPECT_LT(last, first / 10);
+  EXPECT_EQ(model->parameters()[0].dtype(), DType::Float64);
+}
+
 TEST(NnModule, ZeroGrad) {
   auto lin = std::make_shared<nn::Linear>(3, 2);
   lin->forward(ones({1, 3})).sum().backward();
