@@ -519,6 +519,18 @@ TEST(NnAttention, BatchFirstUnbatchedAndErrors) {
   EXPECT_TRUE(close(u, a.select(1, 0), 1e-5, 1e-6));
   EXPECT_EQ(uw.sizes(), (Shape{3, 3}));
 
+  // Without biases: no in_proj_bias, an out_proj without bias, same computation otherwise.
+  auto nobias = std::make_shared<nn::MultiheadAttention>(4, 2, 0.0, /*bias=*/false);
+  EXPECT_EQ(nobias->named_parameters().keys(), (std::vector<std::string>{"in_proj_weight", "out_proj.weight"}));
+  auto [nb, nbw] = nobias->forward(x, x, x);
+  {
+    NoGradGuard g;
+    auto with_bias = std::make_shared<nn::MultiheadAttention>(4, 2);
+    with_bias->in_proj_weight.copy_(nobias->in_proj_weight);
+    with_bias->out_proj->weight.copy_(nobias->out_proj->weight);
+    EXPECT_TRUE(close(std::get<0>(with_bias->forward(x, x, x)), nb, 1e-6, 1e-6));  // its biases start at zero
+  }
+
   EXPECT_KILN_ERROR(seq_first->forward(randn({3, 2, 5}), x, x), "[MultiheadAttention]", "embedding dimension 4",
                     "[3, 2, 5]");
   EXPECT_KILN_ERROR(seq_first->forward(x, x, x, {}, true, zeros({3, 4})), "[MultiheadAttention]", "2D attn_mask",
