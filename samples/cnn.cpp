@@ -61,7 +61,7 @@ double accuracy(nn::Module& model, const Tensor& x, const Tensor& y) {
 
 int main(int argc, char** argv) {
   bool smoke = argc > 1 && std::strcmp(argv[1], "--smoke") == 0;
-  const int64_t train_n = smoke ? 800 : 4000, test_n = smoke ? 400 : 1000, epochs = smoke ? 4 : 8, batch = 32;
+  const int64_t train_n = smoke ? 1600 : 4000, test_n = smoke ? 400 : 1000, epochs = smoke ? 10 : 12, batch = 32;
   manual_seed(0);
   auto [x_train, y_train] = make_images(train_n, 1);
   auto [x_test, y_test] = make_images(test_n, 2);
