@@ -42,8 +42,11 @@ InputGeometry geometry_of(const Tensor& t) {
 // --- SavedTensor ---------------------------------------------------------------------------------
 
 void SavedTensor::save(const Tensor& t, bool is_output, const std::shared_ptr<Node>& owner, uint32_t output_nr) {
-  if (!t.defined()) return;
   saved_ = true;
+  if (!t.defined()) {  // an optional input the call left out: the vjp reads it back as undefined
+    absent_ = true;
+    return;
+  }
   is_output_ = is_output;
   version_ = t._version();
   if (is_output) {
@@ -56,6 +59,7 @@ void SavedTensor::save(const Tensor& t, bool is_output, const std::shared_ptr<No
 }
 
 Tensor SavedTensor::unpack(const OpDef& op, const char* what, size_t index) const {
+  if (absent_) return Tensor();
   KILN_CHECK(!released_, "[autograd] trying to backward through the graph a second time (the saved ", what, " ", index,
              " of ", op.name, " was already freed); pass retain_graph=true to the first backward call");
   KILN_INTERNAL_ASSERT(saved_, "vjp of ", op.name, " reads ", what, " ", index, " which its row does not save");

@@ -20,7 +20,7 @@ class SavedTensor {
  private:
   Tensor data_;
   uint32_t version_ = 0;
-  bool saved_ = false, released_ = false, is_output_ = false;
+  bool saved_ = false, absent_ = false, released_ = false, is_output_ = false;
   std::weak_ptr<Node> owner_;
   uint32_t output_nr_ = 0;
 };

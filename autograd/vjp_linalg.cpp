@@ -52,8 +52,8 @@ TensorList vjp_linear(C c, G g) {
   Tensor g2 = g[0].reshape({-1, out_f});
   Tensor gx = if_need(c, 0, [&] { return matmul(g[0], w); });
   Tensor gw = if_need(c, 1, [&] { return mm(g2.t(), x.reshape({-1, in_f})); });
-  Tensor gbias = c.num_inputs() > 2 ? if_need(c, 2, [&] { return g2.sum({0}); }) : Tensor();
-  return {gx, gw, gbias};
+  if (c.num_inputs() < 3) return {gx, gw};
+  return {gx, gw, if_need(c, 2, [&] { return g2.sum({0}); })};
 }
 
 }  // namespace

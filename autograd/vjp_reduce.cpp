@@ -15,11 +15,12 @@ using C = const VjpContext&;
 // The reduced dims, non-negative and sorted; empty attrs mean all dims.
 Shape reduced_dims(const Shape& dims, int64_t ndim) {
   Shape out;
+  if (ndim == 0) return out;  // a 0-dim input: dims {0} / {-1} name the tensor itself
   if (dims.empty()) {
     for (int64_t d = 0; d < ndim; ++d) out.push_back(d);
     return out;
   }
-  for (int64_t d : dims) out.push_back(ndim == 0 ? 0 : (d % ndim + ndim) % ndim);
+  for (int64_t d : dims) out.push_back((d % ndim + ndim) % ndim);
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;

@@ -95,7 +95,9 @@ DType result_type(const TensorList& inputs) {
   auto upd = [](std::optional<DType>& r, DType t) { r = r ? promote_types(*r, t) : t; };
   for (const Tensor& t : inputs) {
     if (!t.defined()) continue;
-    if (t.impl()->is_wrapped_number()) upd(wrapped_r, t.dtype());
+    // A wrapped float holds a double (so x * 0.1 is exact for float64 x) but promotes as the
+    // default dtype, as PyTorch's wrapped numbers do.
+    if (t.impl()->is_wrapped_number()) upd(wrapped_r, is_floating_point(t.dtype()) ? default_dtype() : t.dtype());
     else if (t.dim() > 0) upd(dim_r, t.dtype());
     else upd(zero_r, t.dtype());
   }
@@ -114,7 +116,7 @@ DType result_type(const TensorList& inputs) {
 }
 
 Tensor wrap_scalar(const Scalar& s, Device device) {
-  Tensor t = full({}, s, s.wrapped_dtype(), device);
+  Tensor t = full({}, s, s.is_floating_point() ? DType::Float64 : s.wrapped_dtype(), device);
   t.impl()->set_wrapped_number(true);
   return t;
 }

@@ -212,16 +212,7 @@ Tensor Tensor::clamp_min(const Scalar& lo) const { return kiln::clamp(*this, lo,
 Tensor Tensor::clamp_max(const Scalar& hi) const { return kiln::clamp(*this, std::nullopt, hi); }
 Tensor Tensor::masked_fill(const Tensor& mask, const Scalar& v) const { return kiln::masked_fill(*this, mask, v); }
 
-// In-place ops compute out of place into the destination (call_op_out handles aliasing and casts).
-namespace {
-Tensor& assign(Tensor& self, const Tensor& result) {
-  KILN_CHECK(IntArrayRef(result.sizes()) == self.sizes(), "[inplace] output with shape ", self.sizes(),
-             " doesn't match the broadcast shape ", result.sizes());
-  KILN_CHECK(can_cast(result.dtype(), self.dtype()), "[inplace] result type ", result.dtype(),
-             " can't be cast to the desired output type ", self.dtype());
-  return self.copy_(result);
-}
-}  // namespace
+// In-place ops run their row in place (call_op_out handles aliasing and casts).
 
 Tensor& Tensor::add_(const Tensor& o, const Scalar& alpha) {
   if (alpha == Scalar(1)) return call_op_inplace(KILN_ROW("add"), *this, {*this, o});
@@ -241,14 +232,11 @@ Tensor& Tensor::mul_(const Tensor& o) { return call_op_inplace(KILN_ROW("mul"), 
 Tensor& Tensor::mul_(const Scalar& o) { return call_op_inplace(KILN_ROW("mul"), *this, {*this, wrap_scalar(o)}); }
 Tensor& Tensor::div_(const Tensor& o) { return call_op_inplace(KILN_ROW("div"), *this, {*this, o}); }
 Tensor& Tensor::div_(const Scalar& o) { return call_op_inplace(KILN_ROW("div"), *this, {*this, wrap_scalar(o)}); }
-Tensor& Tensor::pow_(const Scalar& o) { return assign(*this, kiln::pow(*this, o)); }
 #define KILN_INPLACE1(FN, NAME) \
   Tensor& Tensor::FN() { return call_op_inplace(KILN_ROW(NAME), *this, {*this}); }
 KILN_INPLACE1(neg_, "neg") KILN_INPLACE1(abs_, "abs") KILN_INPLACE1(exp_, "exp") KILN_INPLACE1(log_, "log")
 KILN_INPLACE1(sqrt_, "sqrt") KILN_INPLACE1(relu_, "relu") KILN_INPLACE1(sigmoid_, "sigmoid") KILN_INPLACE1(tanh_, "tanh")
 #undef KILN_INPLACE1
-Tensor& Tensor::clamp_(std::optional<Scalar> lo, std::optional<Scalar> hi) { return assign(*this, kiln::clamp(*this, lo, hi)); }
-Tensor& Tensor::masked_fill_(const Tensor& mask, const Scalar& v) { return assign(*this, kiln::masked_fill(*this, mask, v)); }
 
 // --- reductions and the rest ---------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Builds and runs the main kiln demo. Usage: bash scripts/demo.sh
+# Builds and runs the main kiln demo, then the training samples. Usage: bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
-cmake --build build -j2 --target demo
+cmake --build build -j2 --target demo mlp cnn char_transformer
+# OpenMP threads sleep while waiting, so a busy (shared) machine does not slow the samples down.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 ./build/samples/demo
+for sample in mlp cnn char_transformer; do
+  echo
+  echo "== samples/$sample"
+  (cd build/samples && ./$sample)
+done

@@ -42,18 +42,7 @@ struct Case {
 // Cases that crash or fail today because of a bug outside the files this suite's author owns
 // (vjps of other families, core), skipped with a note until fixed (then delete the entry):
 // op -> case label -> the bug.
-const std::string kAssignBug =
-    "core/tensor.cpp implements this in-place op as copy_(op(self)): the op's node saves self, which the copy_ "
-    "then overwrites, so backward raises 'input 0 of ... has been modified by an in-place operation'";
-const std::map<std::string, std::map<std::string, std::string>> kKnownVjpBugs = {
-    {"clamp", {{"in place on a row", kAssignBug}}},
-    {"pow", {{"pow_ in place", kAssignBug}}},
-    {"mean", {{"0-dim, dim 0", "vjp_reduce.cpp count() reads sizes[0] of a 0-dim input (segfault)"},
-              {"0-dim, dim -1 keepdim", "vjp_reduce.cpp count() reads sizes[0] of a 0-dim input (segfault)"}}},
-    {"var", {{"0-dim, dim 0", "vjp_reduce.cpp var_grad count() reads sizes[0] of a 0-dim input (segfault)"}}},
-    {"std", {{"0-dim, dim 0", "vjp_reduce.cpp var_grad count() reads sizes[0] of a 0-dim input (segfault)"}}},
-    {"var_mean", {{"0-dim, dim 0", "vjp_reduce.cpp count() reads sizes[0] of a 0-dim input (segfault)"}}},
-};
+const std::map<std::string, std::map<std::string, std::string>> kKnownVjpBugs = {};
 
 // As above, for the second derivative only.
 const std::map<std::string, std::map<std::string, std::string>> kKnownSecondOrderBugs = {

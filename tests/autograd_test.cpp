@@ -850,3 +850,31 @@ TEST(Autograd, RetainGradFollowsInplace) {
 }
 
 }  // namespace
+
+namespace {
+// Regressions found while merging the op families.
+TEST(AutogradMerged, InPlaceClampPowMaskedFillOnNonLeaf) {
+  kiln::Tensor x = kiln::tensor({-2.0, 0.5, 3.0}, kiln::TensorOptions().dtype(kiln::kFloat64)).requires_grad_();
+  kiln::Tensor y = x * 1;
+  y.clamp_(-1.0, 1.0);
+  y.pow_(2);
+  y.masked_fill_(kiln::tensor({false, false, true}), 7.0);
+  y.sum().backward();
+  // d/dx clamp(x)^2: 0 outside the bounds, 2x inside; the masked element gets nothing.
+  EXPECT_EQ(kiln::testing::to_vec(x.grad()), (std::vector<double>{0.0, 1.0, 0.0}));
+}
+
+TEST(AutogradMerged, WrappedFloatScalarKeepsDoublePrecision) {
+  kiln::Tensor x = kiln::ones({1}, kiln::TensorOptions().dtype(kiln::kFloat64));
+  EXPECT_EQ((x - x * 0.1).item<double>(), 1.0 - 0.1);
+  // ... while still promoting as the default dtype: int tensor * 0.5 is float32.
+  EXPECT_EQ((kiln::ones({1}, kiln::TensorOptions().dtype(kiln::kInt64)) * 0.5).dtype(), kiln::kFloat32);
+  EXPECT_EQ((kiln::ones({1}) * 0.1).dtype(), kiln::kFloat32);
+}
+
+TEST(AutogradMerged, DropoutWithPOneStaysInTheGraph) {
+  kiln::Tensor x = kiln::ones({3}).requires_grad_();
+  kiln::dropout(x, 1.0, true).sum().backward();
+  EXPECT_EQ(kiln::testing::to_vec(x.grad()), (std::vector<double>{0, 0, 0}));
+}
+}  // namespace

@@ -30,7 +30,7 @@ Tensor dropout(const Tensor& input, double p, bool train) {
   check_defined("dropout", "input", input);
   KILN_CHECK(p >= 0.0 && p <= 1.0, "[dropout] dropout probability has to be between 0 and 1, but got p=", p);
   if (!train || p == 0.0) return input;
-  if (p == 1.0) return zeros_like(input);
+  if (p == 1.0) return input * 0;  // zeros that stay in the graph (zero gradient), as PyTorch
   KILN_CHECK(input.is_floating_point(), "[dropout] expected a floating point input, but got dtype ", input.dtype());
   PhiloxKey k = default_generator().reserve(static_cast<uint64_t>(input.numel()));
   return call_op1(KILN_ROW("dropout"), {input}, Attrs{p, static_cast<int64_t>(k.seed), static_cast<int64_t>(k.offset)});

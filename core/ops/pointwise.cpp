@@ -144,14 +144,40 @@ Tensor clamp(const Tensor& x, const std::optional<Tensor>& min, const std::optio
 Tensor masked_fill(const Tensor& x, const Tensor& mask, const Scalar& value) {
   return masked_fill(x, mask, scalar_like(value, x));
 }
-Tensor masked_fill(const Tensor& x, const Tensor& mask, const Tensor& value) {
+namespace {
+void check_masked_fill(const Tensor& x, const Tensor& mask, const Tensor& value) {
   KILN_CHECK(mask.dtype() == DType::Bool, "[masked_fill] expected mask to be a bool tensor, got dtype ", mask.dtype());
   KILN_CHECK(value.dim() == 0, "[masked_fill] value must be a 0-dim tensor, got a tensor with ", value.dim(), " dims");
   Shape s = broadcast_shapes("masked_fill", x.sizes(), mask.sizes());
   KILN_CHECK(IntArrayRef(s) == x.sizes(), "[masked_fill] mask of shape ", mask.sizes(),
              " is not broadcastable to the input shape ", x.sizes());
+}
+}  // namespace
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, const Tensor& value) {
+  check_masked_fill(x, mask, value);
   // The result keeps x's dtype (value is cast), unlike where().
   return call_op1(KILN_ROW("where"), {mask, value.to(x.dtype()), x});
+}
+
+// The in-place forms run their row in place (not copy_(op(self))), so autograd sees one write.
+Tensor& Tensor::masked_fill_(const Tensor& mask, const Scalar& v) {
+  Tensor value = scalar_like(v, *this);
+  check_masked_fill(*this, mask, value);
+  return call_op_inplace(KILN_ROW("where"), *this, {mask, value.to(dtype()), *this});
+}
+
+Tensor& Tensor::clamp_(std::optional<Scalar> lo, std::optional<Scalar> hi) {
+  KILN_CHECK(lo || hi, "[clamp_] at least one of 'min' or 'max' must not be None");
+  if (lo && hi) return call_op_inplace(KILN_ROW("clamp"), *this, {*this, scalar_like(*lo, *this), scalar_like(*hi, *this)});
+  if (lo) return call_op_inplace(KILN_ROW("clamp_min"), *this, {*this, scalar_like(*lo, *this)});
+  return call_op_inplace(KILN_ROW("clamp_max"), *this, {*this, scalar_like(*hi, *this)});
+}
+
+Tensor& Tensor::pow_(const Scalar& e) {
+  Tensor b = scalar_like(e, *this);
+  check_int_pow(*this, b);
+  return call_op_inplace(KILN_ROW("pow"), *this, {*this, b});
 }
 
 }  // namespace kiln

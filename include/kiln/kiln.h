@@ -1,5 +1,8 @@
 #pragma once
 // The one header a kiln user includes.
+#include "autograd/autograd.h"
+#include "autograd/gradcheck.h"
+#include "autograd/grad_mode.h"
 #include "core/allocator.h"
 #include "core/device.h"
 #include "core/dtype.h"
