@@ -129,7 +129,7 @@ TensorList OpNode::apply(TensorList&& grads) {
   bool any_edge = false;
   for (const Edge& e : next_edges) any_edge = any_edge || e.valid();
   if (!any_edge) return TensorList(next_edges.size());  // e.g. fill_ overwrote the values: no inputs to reach
-  KILN_CHECK(op_.vjp != nullptr, "[autograd] the derivative of '", op_.name, "' is not implemented");
+  KILN_INTERNAL_ASSERT(op_.vjp != nullptr, "differentiable row ", op_.name, " has no vjp (register_vjps checks this)");
   TensorList r = op_.vjp(*this, grads);
   // Gradients past the recorded inputs may only be undefined: those of optional inputs the call
   // did not pass (linear without bias).

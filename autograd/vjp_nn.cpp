@@ -138,7 +138,7 @@ TensorList cross_entropy_probs(C c, G g, const Tensor& input, const Tensor& targ
 // As in PyTorch, the class weight gets no gradient; asking for one is an error, not a silent zero.
 void check_no_weight_grad(C c) {
   KILN_CHECK(!c.needs_grad(2), "[", c.op().name,
-             "] the derivative for 'weight' (the class weights) is not implemented; pass weight.detach()");
+             "] the class weights ('weight') are not differentiable (as in PyTorch); pass weight.detach()");
 }
 
 TensorList vjp_cross_entropy(C c, G g) {

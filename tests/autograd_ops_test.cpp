@@ -598,4 +598,14 @@ TEST(AutogradNn, SmallCnnTrains) {
 }
 
 }  // namespace
+TEST(AutogradNn, ClassWeightsAreNotDifferentiable) {
+  Tensor logits = randn({3, 4}, kFloat64).requires_grad_();
+  Tensor weight = ones({4}, kFloat64).requires_grad_();
+  Tensor loss = cross_entropy(logits, tensor({0, 1, 3}), weight);
+  EXPECT_KILN_ERROR(loss.backward(), "[cross_entropy]", "'weight'", "weight.detach()");
+  Tensor ok = cross_entropy(logits, tensor({0, 1, 3}), weight.detach());
+  ok.backward();
+  EXPECT_TRUE(logits.grad().defined());
+}
+
 }  // namespace kiln

@@ -187,22 +187,28 @@ void avg_pool_backward_impl(const Tensor& grad, Tensor& o, int64_t H, int64_t W,
   });
 }
 
+// Max pooling runs on every dtype but bool: one switch for the forward and the indices kernel.
+template <class F>
+void dispatch_max_pool_dtype(const char* op, DType dt, F&& f) {
+  switch (dt) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    case DType::Float16: return f(Half{});
+    case DType::BFloat16: return f(BFloat16{});
+    case DType::Int64: return f(int64_t{});
+    case DType::Int32: return f(int32_t{});
+    case DType::Int16: return f(int16_t{});
+    case DType::Int8: return f(int8_t{});
+    case DType::UInt8: return f(uint8_t{});
+    default: KILN_FAIL("[", op, "] is not supported for dtype ", dt);
+  }
+}
+
 }  // namespace
 
 void max_pool2d(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
   if (out.numel() == 0) return;
-  switch (out.dtype()) {
-    case DType::Float32: return max_pool_impl<float>(input, out, p);
-    case DType::Float64: return max_pool_impl<double>(input, out, p);
-    case DType::Float16: return max_pool_impl<Half>(input, out, p);
-    case DType::BFloat16: return max_pool_impl<BFloat16>(input, out, p);
-    case DType::Int64: return max_pool_impl<int64_t>(input, out, p);
-    case DType::Int32: return max_pool_impl<int32_t>(input, out, p);
-    case DType::Int16: return max_pool_impl<int16_t>(input, out, p);
-    case DType::Int8: return max_pool_impl<int8_t>(input, out, p);
-    case DType::UInt8: return max_pool_impl<uint8_t>(input, out, p);
-    default: KILN_FAIL("[max_pool2d] is not supported for dtype ", out.dtype());
-  }
+  dispatch_max_pool_dtype("max_pool2d", out.dtype(), [&](auto tag) { max_pool_impl<decltype(tag)>(input, out, p); });
 }
 
 void avg_pool2d(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
@@ -213,18 +219,8 @@ void avg_pool2d(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
 
 void max_pool2d_indices(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
   if (out.numel() == 0) return;
-  switch (input.dtype()) {
-    case DType::Float32: return max_pool_indices_impl<float>(input, out, p);
-    case DType::Float64: return max_pool_indices_impl<double>(input, out, p);
-    case DType::Float16: return max_pool_indices_impl<Half>(input, out, p);
-    case DType::BFloat16: return max_pool_indices_impl<BFloat16>(input, out, p);
-    case DType::Int64: return max_pool_indices_impl<int64_t>(input, out, p);
-    case DType::Int32: return max_pool_indices_impl<int32_t>(input, out, p);
-    case DType::Int16: return max_pool_indices_impl<int16_t>(input, out, p);
-    case DType::Int8: return max_pool_indices_impl<int8_t>(input, out, p);
-    case DType::UInt8: return max_pool_indices_impl<uint8_t>(input, out, p);
-    default: KILN_FAIL("[max_pool2d_indices] is not supported for dtype ", input.dtype());
-  }
+  dispatch_max_pool_dtype("max_pool2d_indices", input.dtype(),
+                          [&](auto tag) { max_pool_indices_impl<decltype(tag)>(input, out, p); });
 }
 
 void max_pool2d_backward(const OpDef& op, const Tensor& grad, const Tensor& indices, const Tensor& grad_input,
