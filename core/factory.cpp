@@ -5,13 +5,15 @@
 #include "core/op.h"
 #include "core/ops.h"
 #include "core/shape.h"
+#include "core/trace_hook.h"
 
 namespace kiln {
 
 Tensor empty(IntArrayRef sizes, DType dtype, Device device) {
   check_sizes_nonnegative("empty", sizes);
-  int64_t n = shape_numel(sizes);
-  auto storage = std::make_shared<StorageImpl>(static_cast<size_t>(n) * itemsize(dtype), device);
+  const size_t nbytes = static_cast<size_t>(shape_numel(sizes)) * itemsize(dtype);
+  Storage storage = detail::trace_hook() ? detail::trace_hook()->new_storage(nbytes, device)
+                                         : std::make_shared<StorageImpl>(nbytes, device);
   return Tensor(std::make_shared<TensorImpl>(std::move(storage), dtype, sizes.vec(), contiguous_strides(sizes), 0));
 }
 
@@ -32,7 +34,9 @@ Tensor empty_strided(IntArrayRef sizes, IntArrayRef strides, const TensorOptions
     extent += (sizes[i] - 1) * strides[i];
   }
   DType dt = o.dtype_or(default_dtype());
-  auto storage = std::make_shared<StorageImpl>(static_cast<size_t>(extent) * itemsize(dt), o.device_);
+  const size_t nbytes = static_cast<size_t>(extent) * itemsize(dt);
+  Storage storage = detail::trace_hook() ? detail::trace_hook()->new_storage(nbytes, o.device_)
+                                         : std::make_shared<StorageImpl>(nbytes, o.device_);
   return Tensor(std::make_shared<TensorImpl>(std::move(storage), dt, sizes.vec(), strides.vec(), 0));
 }
 
@@ -51,7 +55,7 @@ Tensor full(IntArrayRef sizes, const Scalar& value, const TensorOptions& o) {
 
 Tensor zeros(IntArrayRef sizes, const TensorOptions& o) {
   Tensor t = empty(sizes, o.dtype_or(default_dtype()), o.device_);
-  if (t.is_cpu()) std::memset(t.data_ptr(), 0, t.nbytes());
+  if (t.is_cpu() && !detail::trace_hook()) std::memset(t.data_ptr(), 0, t.nbytes());
   else t.zero_();
   if (o.requires_grad_) t.requires_grad_(true);
   return t;

@@ -6,6 +6,7 @@
 #include "autograd/record.h"
 #include "core/ops.h"
 #include "core/shape.h"
+#include "core/trace_hook.h"
 
 namespace kiln {
 
@@ -148,6 +149,8 @@ Tensor make_view(const OpDef& op, const Tensor& in, const Attrs& attrs) {
   auto impl = std::make_shared<TensorImpl>(in.impl()->storage(), in.dtype(), std::move(g.sizes),
                                            std::move(g.strides), g.offset);
   Tensor view(std::move(impl));
+  if (auto* hook = detail::trace_hook()) [[unlikely]]
+    hook->record_view(op, in, attrs, view);
   if (GradMode::is_enabled()) autograd::record_view(op, in, attrs, view);
   return view;
 }
@@ -159,7 +162,17 @@ TensorList call_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs
     KILN_CHECK(inputs[i].defined() || op.kind == OpKind::Opaque || op.kind == OpKind::Factory, "[", op.name,
                "] argument ", i, " is an undefined tensor");
   if (op.kind == OpKind::View) return {make_view(op, inputs.at(0), attrs)};
+  auto* hook = detail::trace_hook();
+  if (hook) [[unlikely]]
+    hook->note_data_access(op.name.c_str());  // infer of a data-dependent op reads its input
   std::vector<TensorMeta> metas = op.infer(op, inputs, attrs);
+  if (hook) [[unlikely]] {
+    TensorList lazy = hook->record_op(op, inputs, attrs, metas);
+    if (!lazy.empty()) {
+      if (autograd::should_record(op, inputs)) autograd::record(op, inputs, attrs, lazy);
+      return lazy;
+    }
+  }
   Device dev = inputs.empty() ? (metas.empty() ? Device(kCPU) : metas[0].device) : common_device(op, inputs);
   TensorList out;
   out.reserve(metas.size());
@@ -212,7 +225,10 @@ Tensor& call_op_out(const OpDef& op, Tensor& out, const TensorList& inputs, cons
   auto rec = autograd::begin_inplace(op, out, inputs, attrs);
   {
     NoGradGuard no_grad;  // the copy below is part of this op, not a second recorded write
-    if (direct) {
+    auto* hook = detail::trace_hook();
+    if (hook && hook->record_mutation(op, out, inputs, attrs, m.dtype)) {
+      out.impl()->storage()->bump_version();
+    } else if (direct) {
       TensorList outs{out};
       kernel_for(op, dev)(op, inputs, outs, attrs);
       out.impl()->storage()->bump_version();

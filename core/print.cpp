@@ -7,6 +7,7 @@
 
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "core/trace_hook.h"
 
 namespace kiln {
 namespace {
@@ -80,6 +81,7 @@ void print_rec(std::ostream& os, const Tensor& t, const Formatter& f, bool summa
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "[ Tensor (undefined) ]";
+  detail::note_data_access("operator<< (printing)");
   Tensor c = t.is_cpu() ? t : t.to(Device(kCPU));
   if (c.dtype() == DType::Bool) c = c.to(DType::UInt8);
   bool summarize = c.numel() > kThreshold;

@@ -38,8 +38,23 @@ StorageImpl::StorageImpl(size_t nbytes, Device device)
 StorageImpl::StorageImpl(void* data, size_t nbytes, Device device, Deleter deleter)
     : data_(data), nbytes_(nbytes), device_(device), deleter_(std::move(deleter)), from_allocator_(false) {}
 
+StorageImpl::StorageImpl(size_t nbytes, Device device, LazyOwner* owner)
+    : data_(nullptr), nbytes_(nbytes), device_(device), from_allocator_(false), lazy_(owner) {}
+
+void StorageImpl::adopt(StorageImpl& from) {
+  KILN_INTERNAL_ASSERT(data_ == nullptr && !from_allocator_ && !deleter_, "adopt into a storage that owns memory");
+  KILN_INTERNAL_ASSERT(from.nbytes_ == nbytes_ && from.device_ == device_, "adopt of a storage of another size");
+  data_ = from.data_;
+  from_allocator_ = from.from_allocator_;
+  deleter_ = std::move(from.deleter_);
+  from.data_ = nullptr;
+  from.from_allocator_ = false;
+  from.deleter_ = nullptr;
+  lazy_ = nullptr;
+}
+
 StorageImpl::~StorageImpl() {
-  if (from_allocator_) {
+  if (from_allocator_ && data_) {
     device_allocator(device_.type())->free(data_, nbytes_, device_.index());
   } else if (deleter_) {
     deleter_(data_);

@@ -10,6 +10,16 @@
 
 namespace kiln {
 
+class StorageImpl;
+// Owns lazy storages (the JIT's pending trace): asked to produce their memory when read.
+class LazyOwner {
+ public:
+  virtual void realize(StorageImpl& s) = 0;
+
+ protected:
+  ~LazyOwner() = default;
+};
+
 class StorageImpl {
  public:
   using Deleter = std::function<void(void*)>;
@@ -17,11 +27,22 @@ class StorageImpl {
   StorageImpl(size_t nbytes, Device device);
   // Wraps external memory (from_blob); `deleter` may be empty for non-owning.
   StorageImpl(void* data, size_t nbytes, Device device, Deleter deleter);
+  // Lazy: no memory until the owner's trace runs; reading data() first asks the owner.
+  StorageImpl(size_t nbytes, Device device, LazyOwner* owner);
   ~StorageImpl();
   StorageImpl(const StorageImpl&) = delete;
   StorageImpl& operator=(const StorageImpl&) = delete;
 
-  void* data() const { return data_; }
+  void* data() const {
+    if (lazy_) [[unlikely]] lazy_->realize(const_cast<StorageImpl&>(*this));
+    return data_;
+  }
+  bool is_lazy() const { return lazy_ != nullptr; }
+  LazyOwner* lazy_owner() const { return lazy_; }
+  void set_lazy_owner(LazyOwner* owner) { lazy_ = owner; }
+  // Makes a lazy storage real by taking the memory of `from` (same size and device), which is
+  // left empty. Every tensor and view of this storage sees the data at once.
+  void adopt(StorageImpl& from);
   size_t nbytes() const { return nbytes_; }
   const Device& device() const { return device_; }
   uint32_t version() const { return version_.load(std::memory_order_relaxed); }
@@ -33,6 +54,7 @@ class StorageImpl {
   Device device_;
   Deleter deleter_;
   bool from_allocator_;
+  LazyOwner* lazy_ = nullptr;
   std::atomic<uint32_t> version_{0};
 };
 

@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/record.h"
 #include "core/op.h"
+#include "core/trace_hook.h"
 #include "core/ops.h"
 #include "core/shape.h"
 
@@ -33,6 +34,7 @@ void* Tensor::data_ptr() const {
 
 Scalar Tensor::item() const {
   KILN_CHECK(numel() == 1, "[item] a Tensor with ", numel(), " elements cannot be converted to Scalar");
+  detail::note_data_access("item()");
   Tensor c = is_cpu() ? *this : to(Device(kCPU));
   Scalar out;
   KILN_DISPATCH_ALL_TYPES(c.dtype(), "item", {
@@ -70,7 +72,10 @@ Tensor& Tensor::copy_(const Tensor& src) {
              " cannot be broadcast to the destination shape ", sizes());
   const OpDef& op = KILN_ROW("copy");
   auto rec = autograd::begin_inplace(op, *this, {src}, Attrs{dtype()});
-  {
+  auto* hook = detail::trace_hook();
+  if (hook && device() == src.device() && hook->record_mutation(op, *this, {src}, Attrs{dtype()}, dtype())) {
+    impl_->storage()->bump_version();  // captured: the graph runs the copy
+  } else {
     NoGradGuard no_grad;
     Tensor s = src;
     if (s.impl()->storage() == impl_->storage() && !s.is_same(*this)) s = s.clone();  // overlapping views
@@ -98,8 +103,11 @@ Tensor& Tensor::fill_(const Scalar& value) {
   KILN_CHECK(k != nullptr, "[fill_] has no implementation for ", device());
   Attrs attrs{value, sizes().vec(), dtype()};
   auto rec = autograd::begin_inplace(op, *this, {}, attrs);
-  TensorList outs{*this};
-  k(op, {}, outs, attrs);
+  auto* hook = detail::trace_hook();
+  if (!hook || !hook->record_mutation(op, *this, {}, attrs, dtype())) {
+    TensorList outs{*this};
+    k(op, {}, outs, attrs);
+  }
   impl_->storage()->bump_version();
   autograd::finish_inplace(rec.get(), *this);
   return *this;

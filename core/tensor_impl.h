@@ -39,6 +39,15 @@ class TensorImpl {
   bool is_wrapped_number() const { return wrapped_number_; }
   void set_wrapped_number(bool w) { wrapped_number_ = w; }
 
+  // Set by the JIT's trace recorder: this tensor is graph value `jit_value` of segment
+  // `jit_segment` (segments are numbered from 1, so 0 never matches).
+  int32_t jit_value() const { return jit_value_; }
+  uint32_t jit_segment() const { return jit_segment_; }
+  void set_jit_value(uint32_t segment, int32_t value) {
+    jit_segment_ = segment;
+    jit_value_ = value;
+  }
+
   std::shared_ptr<autograd::AutogradMeta>& autograd_meta() { return autograd_meta_; }
   const std::shared_ptr<autograd::AutogradMeta>& autograd_meta() const { return autograd_meta_; }
 
@@ -54,6 +63,8 @@ class TensorImpl {
   bool contiguous_ = true;
   bool requires_grad_ = false;
   bool wrapped_number_ = false;
+  int32_t jit_value_ = -1;
+  uint32_t jit_segment_ = 0;
   std::shared_ptr<autograd::AutogradMeta> autograd_meta_;
 };
 

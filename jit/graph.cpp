@@ -104,40 +104,44 @@ std::string op_name(const Node& n) {
 
 }  // namespace
 
+std::string Graph::node_str(size_t index) const {
+  const Node& n = nodes.at(index);
+  std::ostringstream os;
+  for (size_t i = 0; i < n.outputs.size(); ++i) os << (i ? ", " : "") << "%" << n.outputs[i];
+  if (!n.outputs.empty()) os << " = ";
+  os << op_name(n) << "(";
+  bool first = true;
+  if (n.kind == NodeKind::Mutate) {
+    os << "%" << n.target;
+    first = false;
+  }
+  for (int v : n.inputs) {
+    os << (first ? "" : ", ") << "%" << v;
+    first = false;
+  }
+  print_attrs(os, n, first);
+  if (n.kind == NodeKind::Constant && n.constant.numel() == 1) os << n.constant.item();
+  os << ")";
+  if (!n.outputs.empty()) {
+    os << " : ";
+    for (size_t i = 0; i < n.outputs.size(); ++i) os << (i ? ", " : "") << value_type(n.outputs[i]);
+  }
+  if (n.kind == NodeKind::View) os << "  # view of %" << n.inputs.at(0);
+  if (n.kind == NodeKind::Mutate) {
+    const StorageInfo& s = storages.at(static_cast<size_t>(value(n.target).storage));
+    os << "  # writes %" << n.target << (s.input >= 0 ? " (graph input " + std::to_string(s.input) + ")" : "");
+  }
+  return os.str();
+}
+
 std::string Graph::str() const {
   std::ostringstream os;
   os << "graph(";
   for (size_t i = 0; i < inputs.size(); ++i)
     os << (i ? ", " : "") << "%" << inputs[i] << ": " << value_type(inputs[i]);
   os << "):\n";
-  for (const Node& n : nodes) {
-    if (n.kind == NodeKind::Input) continue;
-    os << "  ";
-    for (size_t i = 0; i < n.outputs.size(); ++i) os << (i ? ", " : "") << "%" << n.outputs[i];
-    if (!n.outputs.empty()) os << " = ";
-    os << op_name(n) << "(";
-    bool first = true;
-    if (n.kind == NodeKind::Mutate) {
-      os << "%" << n.target;
-      first = false;
-    }
-    for (int v : n.inputs) {
-      os << (first ? "" : ", ") << "%" << v;
-      first = false;
-    }
-    print_attrs(os, n, first);
-    os << ")";
-    if (!n.outputs.empty()) {
-      os << " : ";
-      for (size_t i = 0; i < n.outputs.size(); ++i) os << (i ? ", " : "") << value_type(n.outputs[i]);
-    }
-    if (n.kind == NodeKind::View) os << "  # view of %" << n.inputs.at(0);
-    if (n.kind == NodeKind::Mutate) {
-      const StorageInfo& s = storages.at(static_cast<size_t>(value(n.target).storage));
-      os << "  # writes %" << n.target << (s.input >= 0 ? " (graph input " + std::to_string(s.input) + ")" : "");
-    }
-    os << "\n";
-  }
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].kind != NodeKind::Input) os << "  " << node_str(i) << "\n";
   os << "  return";
   bool any = false;
   for (size_t s = 0; s < storages.size(); ++s) {

@@ -33,6 +33,7 @@ struct Value {
   Device device = Device(kCPU);
   int storage = -1;  // graph storage id
   int node = -1;     // defining node
+  bool wrapped = false;  // a wrapped number (x * 2): kernels promote it like a scalar
 };
 
 struct StorageInfo {
@@ -50,6 +51,7 @@ struct Node {
   std::vector<int> outputs;   // value ids defined here
   Attrs attrs;
   int target = -1;       // Mutate: the value written
+  DType result = DType::Float32;  // Mutate: the dtype the op computes in, cast into target
   int input_index = -1;  // Input: position in Graph::inputs
   Tensor constant;       // Constant: the folded value
 };
@@ -71,6 +73,7 @@ class Graph {
 
   // Readable text form, one node a line (see docs/jit.md for how to read it).
   std::string str() const;
+  std::string node_str(size_t index) const;  // one line of str(), without indentation
   // Graphviz form of the same.
   std::string dot(const std::string& name = "graph") const;
   // Checks the invariants passes rely on; raises an internal error naming the broken one.

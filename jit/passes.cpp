@@ -124,7 +124,9 @@ Tensor constant_tensor(const Graph& g, const std::vector<Tensor>& roots, int v) 
   if (root.sizes() == IntArrayRef(val.sizes) && root.strides() == IntArrayRef(val.strides) &&
       root.storage_offset() == val.offset && root.dtype() == val.dtype)
     return root;  // keeps the wrapped-number flag that promotion looks at
-  return Tensor(std::make_shared<TensorImpl>(root.impl()->storage(), val.dtype, val.sizes, val.strides, val.offset));
+  auto impl = std::make_shared<TensorImpl>(root.impl()->storage(), val.dtype, val.sizes, val.strides, val.offset);
+  impl->set_wrapped_number(val.wrapped);
+  return Tensor(std::move(impl));
 }
 
 bool is_constant(const Graph& g, const std::vector<Tensor>& roots, int v) {
@@ -270,7 +272,8 @@ Graph eliminate_common_subexpressions(Graph g) {
 
 namespace {
 
-Node constant_node(Tensor t, int value) {
+Node constant_node(Tensor t, int value, bool wrapped = false) {
+  if (wrapped) t.impl()->set_wrapped_number(true);
   Node c;
   c.kind = NodeKind::Constant;
   c.outputs = {value};
@@ -333,7 +336,7 @@ Graph fold_constants(Graph g) {
         roots[idx(a.storage)] = t[0];
         g.storages[idx(a.storage)].constant = true;
         folded_fill[idx(w)] = 1;
-        out.push_back(constant_node(t[0], n.outputs[0]));
+        out.push_back(constant_node(t[0], n.outputs[0], a.wrapped));
         continue;
       }
     } else if (foldable_op(g, roots, writes, n)) {

@@ -30,4 +30,5 @@
 #include "nn/optim/optimizer.h"
 #include "nn/optim/sgd.h"
 #include "nn/safetensors.h"
+#include "jit/compile.h"
 #include "nn/transformer.h"

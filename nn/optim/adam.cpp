@@ -49,6 +49,7 @@ template <class O>
 void adam_update(detail::StepOps& ops, Tensor& p, AdamParamState& s, const O& o, bool decoupled) {
   const Tensor& grad = p.grad();
   const auto [beta1, beta2] = o.betas;
+  detail::guard_hyperparameters(o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, o.amsgrad, o.maximize, s.step);
   Tensor g = grad;
   if (o.weight_decay != 0 && !decoupled) {
     g = ops.mul(p, o.weight_decay);

@@ -57,6 +57,7 @@ void SGD::step() {
   detail::StepOps ops;
   for (Group& group : groups_) {
     const SGDOptions& o = group.options;
+    detail::guard_hyperparameters(o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize);
     // The sign is carried into scalars instead of negating the gradient: -a * -g == a * g exactly.
     const double sign = o.maximize ? -1.0 : 1.0;
     for (Tensor& p : group.params) {

@@ -5,8 +5,16 @@
 #include "core/op.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "core/trace_hook.h"
 
 namespace kiln::optim::detail {
+
+// Inside jit::compile, a replayed step skips this C++ code: each hyperparameter (and step
+// count) it reads becomes a guard, so changing lr between calls makes the next call trace.
+template <class... T>
+void guard_hyperparameters(const T&... fields) {
+  (kiln::detail::guard_state(fields, "optimizer hyperparameter"), ...);
+}
 
 // The arithmetic of one step() call. Hyperparameters enter as 0-dim tensors of the parameter's
 // dtype, not as kiln::Scalar: a wrapped Scalar takes the default dtype (float32), which would

@@ -1,0 +1,199 @@
+#include "jit/interpreter.h"
+
+#include "autograd/grad_mode.h"
+#include "core/ops.h"
+#include "jit/tracer.h"
+
+namespace kiln::jit {
+
+namespace {
+
+bool same_geometry(const Value& a, const Value& b) {
+  return a.storage == b.storage && a.offset == b.offset && a.sizes == b.sizes && a.strides == b.strides;
+}
+
+KernelFn kernel_of(const OpDef& op, const Device& dev) {
+  KernelFn k = op.kernels[static_cast<int>(dev.type())];
+  KILN_CHECK(k != nullptr, "[", op.name, "] has no ", dev.is_cuda() ? "CUDA" : "CPU", " implementation");
+  return k;
+}
+
+}  // namespace
+
+std::pair<int, int> rng_attr_indices(const OpDef& op) {
+  int seed = -1, offset = -1;
+  for (size_t i = 0; i < op.attr_names.size(); ++i) {
+    if (op.attr_names[i] == "seed") seed = static_cast<int>(i);
+    if (op.attr_names[i] == "offset" && seed >= 0) offset = static_cast<int>(i);
+  }
+  return seed >= 0 && offset >= 0 ? std::pair{seed, offset} : std::pair{-1, -1};
+}
+
+Plan::Plan(Graph g) : graph_(std::move(g)), buffers_(plan_buffers(graph_)) {
+  direct_.assign(graph_.nodes.size(), 1);
+  rng_attr_.assign(graph_.nodes.size(), {-1, -1});
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    const Node& n = graph_.nodes[i];
+    if (n.op) rng_attr_[i] = rng_attr_indices(*n.op);
+    if (n.kind != NodeKind::Mutate) continue;
+    const Value& t = graph_.value(n.target);
+    bool direct = n.result == t.dtype;
+    for (int in : n.inputs) {
+      if (in < 0) continue;
+      const Value& v = graph_.value(in);
+      if (v.storage != t.storage) continue;
+      // Pointwise kernels may read and write the same elements; anything else reads after write.
+      if (!same_geometry(v, t) || n.op->kind != OpKind::Pointwise) direct = false;
+    }
+    direct_[i] = direct;
+  }
+}
+
+std::unique_ptr<Plan::Workspace> Plan::take_workspace() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      auto ws = std::move(pool_.back());
+      pool_.pop_back();
+      return ws;
+    }
+  }
+  auto ws = std::make_unique<Workspace>();
+  ws->slots.resize(buffers_.slot_bytes.size());
+  return ws;
+}
+
+void Plan::give_back(std::unique_ptr<Workspace> ws) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  pool_.push_back(std::move(ws));
+}
+
+void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng,
+               std::vector<Tensor>* snapshots) const {
+  const Graph& g = graph_;
+  KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
+                       g.inputs.size());
+  TraceScope no_trace(nullptr);
+  NoGradGuard no_grad;  // autograd history was recorded at capture time
+  auto ws = take_workspace();
+  std::vector<Storage> storage(g.storages.size());
+  std::vector<Storage> fresh(g.storages.size());  // memory handed to `outputs` after the run
+  std::vector<Tensor> vals(g.values.size());
+
+  auto storage_for = [&](int s) -> const Storage& {
+    Storage& st = storage[static_cast<size_t>(s)];
+    if (st) return st;
+    const StorageInfo& info = g.storages[static_cast<size_t>(s)];
+    int slot = static_cast<size_t>(s) < buffers_.slot_of_storage.size() ? buffers_.slot_of_storage[static_cast<size_t>(s)] : -1;
+    if (slot >= 0) {
+      Storage& buf = ws->slots[static_cast<size_t>(slot)];
+      if (!buf || buf->device() != info.device) buf = std::make_shared<StorageImpl>(buffers_.slot_bytes[static_cast<size_t>(slot)], info.device);
+      st = buf;
+    } else {
+      st = std::make_shared<StorageImpl>(info.nbytes, info.device);
+      if (info.output) fresh[static_cast<size_t>(s)] = st;
+    }
+    return st;
+  };
+  auto make = [&](int v) {
+    const Value& val = g.value(v);
+    auto impl = std::make_shared<TensorImpl>(storage_for(val.storage), val.dtype, val.sizes, val.strides, val.offset);
+    impl->set_wrapped_number(val.wrapped);
+    vals[static_cast<size_t>(v)] = Tensor(std::move(impl));
+  };
+  auto gather = [&](const std::vector<int>& ids) {
+    TensorList t;
+    t.reserve(ids.size());
+    for (int v : ids) t.push_back(v >= 0 ? vals[static_cast<size_t>(v)] : Tensor());
+    return t;
+  };
+
+  auto run_node = [&](size_t i, const Node& n, const Attrs& node_attrs) {
+    const Attrs* attrs = &node_attrs;
+    switch (n.kind) {
+      case NodeKind::Input: {
+        const Tensor& b = bindings[static_cast<size_t>(n.input_index)];
+        vals[static_cast<size_t>(n.outputs[0])] = b;
+        storage[static_cast<size_t>(g.value(n.outputs[0]).storage)] = b.impl()->storage();
+        break;
+      }
+      case NodeKind::Constant:
+        vals[static_cast<size_t>(n.outputs[0])] = n.constant;
+        storage[static_cast<size_t>(g.value(n.outputs[0]).storage)] = n.constant.impl()->storage();
+        break;
+      case NodeKind::Alloc:
+      case NodeKind::View:
+        make(n.outputs[0]);
+        break;
+      case NodeKind::Op: {
+        TensorList ins = gather(n.inputs);
+        TensorList outs;
+        outs.reserve(n.outputs.size());
+        for (int v : n.outputs) {
+          make(v);
+          outs.push_back(vals[static_cast<size_t>(v)]);
+        }
+        Device dev = outs.empty() ? Device(kCPU) : outs[0].device();
+        kernel_of(*n.op, dev)(*n.op, ins, outs, *attrs);
+        if (snapshots)
+          for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].clone();
+        break;
+      }
+      case NodeKind::Mutate: {
+        Tensor& target = vals[static_cast<size_t>(n.target)];
+        TensorList ins = gather(n.inputs);
+        KernelFn k = kernel_of(*n.op, target.device());
+        if (direct_[i]) {
+          TensorList outs{target};
+          k(*n.op, ins, outs, *attrs);
+        } else {
+          // Same as eager's out= path: compute into a temporary, then cast-copy into place.
+          Tensor tmp = empty(target.sizes(), n.result, target.device());
+          TensorList outs{tmp};
+          k(*n.op, ins, outs, *attrs);
+          const OpDef& copy = KILN_ROW("copy");
+          TensorList dst{target};
+          kernel_of(copy, target.device())(copy, {tmp}, dst, Attrs{target.dtype()});
+        }
+        break;
+      }
+        }
+  };
+
+  if (snapshots) snapshots->assign(g.values.size(), Tensor());
+  size_t next_rng = 0;
+  Attrs rng_attrs;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    const Attrs* attrs = &n.attrs;
+    if (rng_attr_[i].first >= 0) {
+      if (rng) {
+        KILN_INTERNAL_ASSERT(next_rng < rng->size(), "jit: fewer random keys than random nodes");
+        std::vector<Attr> a = n.attrs.values();
+        a[static_cast<size_t>(rng_attr_[i].first)] = (*rng)[next_rng].first;
+        a[static_cast<size_t>(rng_attr_[i].second)] = (*rng)[next_rng].second;
+        rng_attrs = Attrs();
+        for (Attr& x : a) rng_attrs.push(std::move(x));
+        attrs = &rng_attrs;
+      }
+      ++next_rng;
+    }
+    try {
+      run_node(i, n, *attrs);
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + "\n  (while running compiled node: " + g.node_str(i) + ")");
+    } catch (const std::exception& e) {
+      throw std::logic_error(std::string(e.what()) + "\n  (while running compiled node: " + g.node_str(i) + ")");
+    }
+  }
+
+  for (size_t s = 0; s < outputs.size(); ++s) {
+    if (!outputs[s]) continue;
+    KILN_INTERNAL_ASSERT(fresh[s] != nullptr, "jit: output storage ", s, " was never written by its graph");
+    vals.clear();  // drop references to `fresh` memory before handing it over
+    outputs[s]->adopt(*fresh[s]);
+  }
+  give_back(std::move(ws));
+}
+
+}  // namespace kiln::jit

@@ -1,0 +1,47 @@
+#pragma once
+// The interpreter backend: runs a graph node by node through the eager kernels, with no
+// per-op dispatch work left (shapes, dtypes, aliasing and buffers were settled when the plan
+// was built). Internal buffers come from the liveness-based buffer plan and are reused across
+// runs; storages that outlive the graph get fresh memory each run.
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "jit/graph.h"
+#include "jit/passes.h"
+
+namespace kiln::jit {
+
+// Attribute indices of a random op's (seed, offset), or (-1, -1) for a deterministic op.
+std::pair<int, int> rng_attr_indices(const OpDef& op);
+
+class Plan {
+ public:
+  explicit Plan(Graph g);
+  const Graph& graph() const { return graph_; }
+  const BufferPlan& buffers() const { return buffers_; }
+  // Runs the graph. `bindings`: a realised tensor per graph input (same geometry as traced).
+  // `outputs`: per graph storage, the lazy storage that receives the result (null for storages
+  // nobody outside needs). Thread-safe: concurrent runs use separate workspaces.
+  // `rng`: (seed, offset) for each random node in program order (null: as traced).
+  // `snapshots`: when given, receives a copy of every Op output, by value id (verify mode).
+  using RngKeys = std::vector<std::pair<int64_t, int64_t>>;
+  void run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng = nullptr,
+           std::vector<Tensor>* snapshots = nullptr) const;
+
+ private:
+  struct Workspace {
+    std::vector<Storage> slots;
+  };
+  std::unique_ptr<Workspace> take_workspace() const;
+  void give_back(std::unique_ptr<Workspace> ws) const;
+
+  Graph graph_;
+  BufferPlan buffers_;
+  std::vector<char> direct_;
+  std::vector<std::pair<int, int>> rng_attr_;  // per node: indices of its seed/offset attrs, or -1  // per node: a Mutate can write its target without a temporary
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<Workspace>> pool_;
+};
+
+}  // namespace kiln::jit

@@ -1,0 +1,115 @@
+#pragma once
+// The trace recorder: while active on a thread, dispatched ops append nodes to the pending
+// segment's graph and return lazy tensors (a storage with no memory yet). Realised tensors
+// reached from the call (arguments, parameters, optimizer state) become graph inputs, bound by
+// reference. The segment ends — is flushed — at the end of the call, or earlier when host code
+// reads a pending tensor's memory (item(), data_ptr(), printing, an op that needs values to know
+// its output shape): that is a graph break. Flushing hands the segment to a runner that executes
+// it and gives every still-referenced lazy storage its memory.
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/trace_hook.h"
+#include "jit/graph.h"
+
+namespace kiln::jit {
+
+// One flushed segment: the graph and what its inputs bind to.
+struct Segment {
+  Graph graph;
+  std::vector<Tensor> bindings;  // realised tensor per graph input
+  // Per graph storage: the lazy storage to materialise (set for output storages only).
+  std::vector<Storage> outputs;
+  std::string break_reason;  // why the segment ended early ("" at the end of the call)
+};
+
+class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
+ public:
+  // `run` executes a segment and adopts memory into every `outputs` entry.
+  using Runner = std::function<void(Segment&)>;
+  explicit Tracer(Runner run);
+  ~Tracer() override;
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  // Ends the pending segment (if it holds anything) and runs it.
+  void flush(const std::string& reason = "");
+  // After a failure: lazy tensors still referenced raise a clear error when read.
+  void abandon(const std::string& why);
+  // Breaks so far (one per early flush), with reasons.
+  const std::vector<std::string>& breaks() const { return breaks_; }
+  int segments_run() const { return segments_run_; }
+
+  // --- detail::TraceHook ---
+  TensorList record_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs,
+                       const std::vector<TensorMeta>& metas) override;
+  void record_view(const OpDef& op, const Tensor& input, const Attrs& attrs, const Tensor& view) override;
+  bool record_mutation(const OpDef& op, const Tensor& out, const TensorList& inputs, const Attrs& attrs,
+                       DType result) override;
+  Storage new_storage(size_t nbytes, Device device) override;
+  void note_data_access(const char* what) override { access_ = what; }
+  void note_hidden_state(const char* what) override {
+    if (hidden_state_.empty()) hidden_state_ = what;
+  }
+  void guard_state(const void* addr, size_t nbytes, const char* what) override;
+  struct StateGuard {
+    const void* addr;
+    std::string bytes;  // the value read
+    std::string what;
+    bool operator==(const StateGuard& o) const { return addr == o.addr && bytes == o.bytes; }
+  };
+  const std::vector<StateGuard>& state_guards() const { return state_guards_; }
+  // Why f cannot be skipped on later calls ("" when nothing hidden was read).
+  const std::string& hidden_state() const { return hidden_state_; }
+  // The graph value a tensor has in the pending segment (a view is added for a tensor over
+  // pending memory that no recorded op made, such as detach()), or -1.
+  int lookup(const Tensor& t);
+  uint32_t segment_id() const { return segment_id_; }
+  // The realised tensors the pending segment reads, by graph input.
+  const std::vector<Tensor>& pending_bindings() const { return seg_.bindings; }
+
+  // --- LazyOwner ---
+  void realize(StorageImpl& s) override;
+
+ private:
+  struct LazyEntry {
+    std::weak_ptr<StorageImpl> storage;
+    int graph_storage = -1;  // -1 while no node has touched it (a bare empty())
+    int root = -1;           // the value that first defined it
+  };
+  int value_of(const Tensor& t);  // graph value for t; adds an Input or a geometry view
+  int add_lazy_storage(const Storage& s, Device device);
+  void reset_segment();
+
+  Runner run_;
+  uint32_t segment_id_ = 0;
+  Segment seg_;
+  std::unordered_map<const StorageImpl*, LazyEntry> lazy_;       // storages created in this segment
+  std::unordered_map<const StorageImpl*, int> external_storage_;  // realised storage -> graph storage
+  std::unordered_map<const TensorImpl*, int> external_value_;     // bound tensor -> its Input value
+  const char* access_ = "data access";
+  std::string hidden_state_;
+  std::vector<StateGuard> state_guards_;
+  std::vector<std::string> breaks_;
+  int segments_run_ = 0;
+  bool flushing_ = false;
+};
+
+// Makes `tracer` the thread's recorder for a scope; restores the previous one after.
+class TraceScope {
+ public:
+  explicit TraceScope(kiln::detail::TraceHook* tracer) : prev_(kiln::detail::t_trace_hook) {
+    kiln::detail::t_trace_hook = tracer;
+  }
+  ~TraceScope() { kiln::detail::t_trace_hook = prev_; }
+  TraceScope(const TraceScope&) = delete;
+  TraceScope& operator=(const TraceScope&) = delete;
+
+ private:
+  kiln::detail::TraceHook* prev_;
+};
+
+}  // namespace kiln::jit
