@@ -12,6 +12,11 @@ class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
+// A kiln bug (KILN_INTERNAL_ASSERT), kept distinct so the JIT can fall back instead of failing.
+class InternalError : public Error {
+ public:
+  using Error::Error;
+};
 
 namespace detail {
 

@@ -35,9 +35,6 @@ class TraceHook {
   // Something is about to read tensor memory on the host (item(), data_ptr(), printing): the
   // name goes into the graph-break reason if that memory is still pending.
   virtual void note_data_access(const char* what) = 0;
-  // The traced code read state the graph cannot see (an optimizer's C++ step counter and
-  // hyperparameters): the function must keep running f on every call instead of replaying.
-  virtual void note_hidden_state(const char* what) = 0;
   // The traced code read `nbytes` of C++ state at `addr` (an optimizer's lr): a replay of the
   // call is valid only while those bytes are unchanged, so they become a guard.
   virtual void guard_state(const void* addr, size_t nbytes, const char* what) = 0;
@@ -51,9 +48,6 @@ inline void note_data_access(const char* what) {
   if (t_trace_hook) [[unlikely]] t_trace_hook->note_data_access(what);
 }
 
-inline void note_hidden_state(const char* what) {
-  if (t_trace_hook) [[unlikely]] t_trace_hook->note_hidden_state(what);
-}
 
 inline void guard_state(const void* addr, size_t nbytes, const char* what) {
   if (t_trace_hook) [[unlikely]] t_trace_hook->guard_state(addr, nbytes, what);

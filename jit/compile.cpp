@@ -121,6 +121,8 @@ void mark_dynamic(const Tensor& t, int64_t dim) {
   if (dim < 0) dim += t.dim();
   DynamicMarks& m = dynamic_marks();
   std::lock_guard<std::mutex> lock(m.mu);
+  if (m.marks.size() > 4096)  // forget tensors that died
+    for (auto it = m.marks.begin(); it != m.marks.end();) it = it->second.first.expired() ? m.marks.erase(it) : std::next(it);
   auto& e = m.marks[t.impl()];
   if (e.first.lock() != t.impl_ptr()) e = {t.impl_ptr(), {}};
   e.second.insert(dim);
@@ -292,7 +294,7 @@ class Function {
 
   void sync_epoch() {
     uint64_t e = global().epoch.load();
-    if (e == epoch_) return;
+    if (e == epoch_.load()) return;
     std::lock_guard<std::mutex> lock(mu_);
     entries_.clear();
     by_key_.clear();
@@ -326,7 +328,6 @@ class Function {
                   const TensorList& outs, const std::vector<int64_t>& layout, bool result_replayable, int64_t rng_start);
   bool try_replay(const CallArgs& args, TensorList& outs, std::vector<int64_t>& layout);
   std::string name_of_input(const Tensor& t, const CallArgs& args) const;
-  void note_break() { had_break_ = true; }
 
  private:
   Entry* lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan);
@@ -340,14 +341,14 @@ class Function {
   std::shared_ptr<nn::Module> module_;
   std::vector<const nn::Module*> modules_;
   mutable std::mutex mu_;
-  uint64_t epoch_ = 0;
+  std::atomic<uint64_t> epoch_{0};
   std::vector<std::unique_ptr<Entry>> entries_;
   std::unordered_map<uint64_t, Entry*> by_key_;
   std::set<std::pair<int, int64_t>> dyn_dims_;  // (graph input, dim)
   std::set<int> dyn_fills_;                     // node index of a scalar fill
   int compiles_ = 0;
   bool limit_warned_ = false;
-  bool had_break_ = false;
+  std::atomic<bool> had_break_{false};  // once a call breaks, every call runs f (segmented)
   std::optional<CallSignature> last_sig_;
   int same_count_ = 0;
   std::shared_ptr<Replay> replay_;
@@ -645,7 +646,6 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
   if (had_break_) return not_replayable("its capture hit a graph break (segmented mode)");
   if (!cs.args->replayable) return not_replayable("an argument is not a tensor, number or string");
   if (!result_replayable) return not_replayable("its result is not tensors");
-  if (!tracer.hidden_state().empty()) return not_replayable("it reads hidden state: " + tracer.hidden_state());
   if (cs.segments.size() != 1 || !cs.segments[0].entry) return not_replayable("it did not run as one compiled graph");
   const SegmentRun& sr = cs.segments[0];
   Entry* e = sr.entry;

@@ -60,6 +60,8 @@ std::unique_ptr<Plan::Workspace> Plan::take_workspace() const {
   }
   auto ws = std::make_unique<Workspace>();
   ws->slots.resize(buffers_.slot_bytes.size());
+  ws->vals.resize(graph_.values.size());
+  ws->cached.assign(graph_.values.size(), 0);
   return ws;
 }
 
@@ -78,7 +80,7 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
   auto ws = take_workspace();
   std::vector<Storage> storage(g.storages.size());
   std::vector<Storage> fresh(g.storages.size());  // memory handed to `outputs` after the run
-  std::vector<Tensor> vals(g.values.size());
+  std::vector<Tensor>& vals = ws->vals;
 
   auto storage_for = [&](int s) -> const Storage& {
     Storage& st = storage[static_cast<size_t>(s)];
@@ -96,14 +98,18 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
     return st;
   };
   auto make = [&](int v) {
+    if (ws->cached[static_cast<size_t>(v)]) return;
     const Value& val = g.value(v);
+    const size_t s = static_cast<size_t>(val.storage);
+    const bool slotted = s < buffers_.slot_of_storage.size() && buffers_.slot_of_storage[s] >= 0;
     auto impl = std::make_shared<TensorImpl>(storage_for(val.storage), val.dtype, val.sizes, val.strides, val.offset);
     impl->set_wrapped_number(val.wrapped);
     vals[static_cast<size_t>(v)] = Tensor(std::move(impl));
+    ws->cached[static_cast<size_t>(v)] = slotted;
   };
-  auto gather = [&](const std::vector<int>& ids) {
-    TensorList t;
-    t.reserve(ids.size());
+  auto gather = [&](const std::vector<int>& ids) -> TensorList& {
+    TensorList& t = ws->ins;
+    t.clear();
     for (int v : ids) t.push_back(v >= 0 ? vals[static_cast<size_t>(v)] : Tensor());
     return t;
   };
@@ -126,9 +132,9 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
         make(n.outputs[0]);
         break;
       case NodeKind::Op: {
-        TensorList ins = gather(n.inputs);
-        TensorList outs;
-        outs.reserve(n.outputs.size());
+        TensorList& ins = gather(n.inputs);
+        TensorList& outs = ws->outs;
+        outs.clear();
         for (int v : n.outputs) {
           make(v);
           outs.push_back(vals[static_cast<size_t>(v)]);
@@ -141,7 +147,7 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
       }
       case NodeKind::Mutate: {
         Tensor& target = vals[static_cast<size_t>(n.target)];
-        TensorList ins = gather(n.inputs);
+        TensorList& ins = gather(n.inputs);
         KernelFn k = kernel_of(*n.op, target.device());
         if (direct_[i]) {
           TensorList outs{target};
@@ -187,10 +193,14 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
     }
   }
 
+  // Drop this run's references (inputs, outputs) before handing memory over; keep the slots'.
+  for (size_t v = 0; v < vals.size(); ++v)
+    if (!ws->cached[v]) vals[v] = Tensor();
+  ws->ins.clear();
+  ws->outs.clear();
   for (size_t s = 0; s < outputs.size(); ++s) {
     if (!outputs[s]) continue;
     KILN_INTERNAL_ASSERT(fresh[s] != nullptr, "jit: output storage ", s, " was never written by its graph");
-    vals.clear();  // drop references to `fresh` memory before handing it over
     outputs[s]->adopt(*fresh[s]);
   }
   give_back(std::move(ws));

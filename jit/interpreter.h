@@ -32,6 +32,10 @@ class Plan {
  private:
   struct Workspace {
     std::vector<Storage> slots;
+    // Tensors of the run; those over planned slots keep their TensorImpl from run to run.
+    std::vector<Tensor> vals;
+    std::vector<char> cached;  // per value: vals[v] is reused (its storage is a slot)
+    TensorList ins, outs;      // scratch argument lists
   };
   std::unique_ptr<Workspace> take_workspace() const;
   void give_back(std::unique_ptr<Workspace> ws) const;

@@ -154,8 +154,44 @@ int Tracer::lookup(const Tensor& t) {
   return -1;
 }
 
+void Tracer::capture_failed(const OpDef& op, const char* what) {
+  // Never the user's fault and never fatal: the op runs eagerly after the segment so far.
+  failure_ = "capture of " + op.name + " failed (" + what + "); it runs eagerly";
+  flush(failure_);
+}
+
+// Runs a recording step; a failure that is not the user's (a kiln bug, an unsupported case)
+// becomes a break and the op runs eagerly. User errors propagate, as eager raises them too.
+template <class F, class R>
+R Tracer::guarded(const OpDef& op, F&& record, R on_failure) {
+  try {
+    return record();
+  } catch (const InternalError& e) {
+    capture_failed(op, e.what());
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    capture_failed(op, e.what());
+  }
+  return on_failure;
+}
+
 TensorList Tracer::record_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs,
                              const std::vector<TensorMeta>& metas) {
+  return guarded(op, [&] { return record_op_checked(op, inputs, attrs, metas); }, TensorList{});
+}
+
+void Tracer::record_view(const OpDef& op, const Tensor& input, const Attrs& attrs, const Tensor& view) {
+  guarded(op, [&] { return record_view_checked(op, input, attrs, view), true; }, false);
+}
+
+bool Tracer::record_mutation(const OpDef& op, const Tensor& out, const TensorList& inputs, const Attrs& attrs,
+                             DType result) {
+  return guarded(op, [&] { return record_mutation_checked(op, out, inputs, attrs, result), true; }, false);
+}
+
+TensorList Tracer::record_op_checked(const OpDef& op, const TensorList& inputs, const Attrs& attrs,
+                                     const std::vector<TensorMeta>& metas) {
   Node n;
   n.kind = NodeKind::Op;
   n.op = &op;
@@ -186,7 +222,7 @@ TensorList Tracer::record_op(const OpDef& op, const TensorList& inputs, const At
   return out;
 }
 
-void Tracer::record_view(const OpDef& op, const Tensor& input, const Attrs& attrs, const Tensor& view) {
+void Tracer::record_view_checked(const OpDef& op, const Tensor& input, const Attrs& attrs, const Tensor& view) {
   int in = value_of(input);
   Graph& g = seg_.graph;
   int v = g.add_value(value_like(view, g.value(in).storage));
@@ -200,8 +236,8 @@ void Tracer::record_view(const OpDef& op, const Tensor& input, const Attrs& attr
   view.impl()->set_jit_value(segment_id_, v);
 }
 
-bool Tracer::record_mutation(const OpDef& op, const Tensor& out, const TensorList& inputs, const Attrs& attrs,
-                             DType result) {
+void Tracer::record_mutation_checked(const OpDef& op, const Tensor& out, const TensorList& inputs,
+                                     const Attrs& attrs, DType result) {
   Node n;
   n.kind = NodeKind::Mutate;
   n.op = &op;
@@ -211,7 +247,6 @@ bool Tracer::record_mutation(const OpDef& op, const Tensor& out, const TensorLis
   for (const Tensor& in : inputs) n.inputs.push_back(value_of(in));
   n.target = value_of(out);
   seg_.graph.add_node(std::move(n));
-  return true;
 }
 
 Storage Tracer::new_storage(size_t nbytes, Device device) {

@@ -51,9 +51,6 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
                        DType result) override;
   Storage new_storage(size_t nbytes, Device device) override;
   void note_data_access(const char* what) override { access_ = what; }
-  void note_hidden_state(const char* what) override {
-    if (hidden_state_.empty()) hidden_state_ = what;
-  }
   void guard_state(const void* addr, size_t nbytes, const char* what) override;
   struct StateGuard {
     const void* addr;
@@ -62,8 +59,6 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
     bool operator==(const StateGuard& o) const { return addr == o.addr && bytes == o.bytes; }
   };
   const std::vector<StateGuard>& state_guards() const { return state_guards_; }
-  // Why f cannot be skipped on later calls ("" when nothing hidden was read).
-  const std::string& hidden_state() const { return hidden_state_; }
   // The graph value a tensor has in the pending segment (a view is added for a tensor over
   // pending memory that no recorded op made, such as detach()), or -1.
   int lookup(const Tensor& t);
@@ -81,6 +76,14 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
     int root = -1;           // the value that first defined it
   };
   int value_of(const Tensor& t);  // graph value for t; adds an Input or a geometry view
+  TensorList record_op_checked(const OpDef& op, const TensorList& inputs, const Attrs& attrs,
+                               const std::vector<TensorMeta>& metas);
+  void record_view_checked(const OpDef& op, const Tensor& input, const Attrs& attrs, const Tensor& view);
+  void record_mutation_checked(const OpDef& op, const Tensor& out, const TensorList& inputs, const Attrs& attrs,
+                               DType result);
+  void capture_failed(const OpDef& op, const char* what);
+  template <class F, class R>
+  R guarded(const OpDef& op, F&& record, R on_failure);
   int add_lazy_storage(const Storage& s, Device device);
   void reset_segment();
 
@@ -91,7 +94,7 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
   std::unordered_map<const StorageImpl*, int> external_storage_;  // realised storage -> graph storage
   std::unordered_map<const TensorImpl*, int> external_value_;     // bound tensor -> its Input value
   const char* access_ = "data access";
-  std::string hidden_state_;
+  std::string failure_;
   std::vector<StateGuard> state_guards_;
   std::vector<std::string> breaks_;
   int segments_run_ = 0;
