@@ -255,6 +255,7 @@ struct Replay {
   std::vector<int64_t> rng_rel;  // random nodes' offsets relative to the generator at call start
   int64_t rng_advance = 0;
   std::vector<Tracer::StateGuard> state;  // C++ state the traced code read (optimizer lr...)
+  std::vector<char> written;  // per graph storage: some node writes it
 };
 
 // The replay-relevant description of one traced call; two equal in a row promote.
@@ -739,6 +740,10 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
   if (same_count_ >= 2 && !replay_) {
     rp->plan = e->plan;
     rp->entry = e;
+    const Graph& pg = e->plan->graph();
+    rp->written.assign(pg.storages.size(), 0);
+    for (const Node& n : pg.nodes)
+      if (n.kind == NodeKind::Mutate) rp->written[static_cast<size_t>(pg.value(n.target).storage)] = 1;
     rp->call = cs.facts;
     rp->layout = layout;
     replay_ = std::move(rp);
@@ -812,9 +817,15 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
   double ms = ms_since(t0);
   auto tensor_of = [&](int v) {
     const Value& val = g.value(v);
-    return Tensor(std::make_shared<TensorImpl>(out_storages[static_cast<size_t>(val.storage)], val.dtype, val.sizes,
-                                               val.strides, val.offset));
+    const StorageInfo& info = g.storages[static_cast<size_t>(val.storage)];
+    // A view of an input (return x.t()) lives in the input's memory.
+    const Storage& st = info.input >= 0 ? bindings[static_cast<size_t>(info.input)].impl()->storage()
+                                        : out_storages[static_cast<size_t>(val.storage)];
+    return Tensor(std::make_shared<TensorImpl>(st, val.dtype, val.sizes, val.strides, val.offset));
   };
+  // Eager bumps the version of every tensor an in-place op writes; autograd checks rely on it.
+  for (size_t s = 0; s < g.storages.size(); ++s)
+    if (g.storages[s].input >= 0 && rp->written[s]) bindings[static_cast<size_t>(g.storages[s].input)].impl()->storage()->bump_version();
   outs.clear();
   for (const OutputSource& o : rp->outputs) outs.push_back(o.input >= 0 ? bindings[static_cast<size_t>(o.input)] : tensor_of(o.value));
   {

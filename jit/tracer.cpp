@@ -145,6 +145,9 @@ void Tracer::guard_state(const void* addr, size_t nbytes, const char* what) {
 
 int Tracer::lookup(const Tensor& t) {
   if (!t.defined()) return -1;
+  const TensorImpl* impl = t.impl();
+  if (impl->jit_segment() == segment_id_ && impl->jit_value() >= 0 && same_geometry(seg_.graph.value(impl->jit_value()), t))
+    return impl->jit_value();
   const StorageImpl* st = t.impl()->storage().get();
   if (st->lazy_owner() == this) {
     auto it = lazy_.find(st);
