@@ -105,3 +105,21 @@ TEST_F(JitReplay, LrChangeIsHonoured) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(JitReplay, TransformerEncoderLayerInferenceReplaysWithoutBreaks) {
+  manual_seed(0);
+  auto layer = std::make_shared<nn::TransformerEncoderLayer>(
+      nn::TransformerEncoderLayerOptions{.d_model = 16, .nhead = 4, .dim_feedforward = 32, .batch_first = true});
+  layer->eval();
+  auto cf = jit::compile(layer);
+  Tensor x = randn({2, 5, 16});
+  NoGradGuard no_grad;
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(allclose(cf(x), layer->forward(x), 1e-5, 1e-6)) << i;
+  jit::Stats s = jit::stats();
+  EXPECT_EQ(s.graph_breaks.size(), 0u) << s.str();
+  EXPECT_GE(s.replays, 1) << s.str();
+}
+
+}  // namespace
