@@ -74,8 +74,8 @@ std::set<int64_t> marked_dims(const Tensor& t) {
 
 // verify mode: the captured graph runs as is on copies of the inputs (the eager reference), the
 // plan runs for real; the first Op output that differs beyond tolerance raises.
-void verify_segment(Segment& seg, const Plan& plan, const Plan::RngKeys& rng, double rtol, double atol,
-                    const std::string& name) {
+void verify_segment(Segment& seg, const Plan& plan, const Plan::RngKeys& rng, const std::vector<Scalar>& scalars,
+                    double rtol, double atol, const std::string& name) {
   std::vector<Tensor> copies;
   {
     NoGradGuard no_grad;
@@ -84,7 +84,7 @@ void verify_segment(Segment& seg, const Plan& plan, const Plan::RngKeys& rng, do
   std::vector<Tensor> want, got;
   Plan reference(seg.graph);
   reference.run(copies, std::vector<Storage>(seg.graph.storages.size()), &rng, &want);
-  plan.run(seg.bindings, seg.outputs, &rng, &got);
+  plan.run(seg.bindings, seg.outputs, &rng, &got, &scalars);
   NoGradGuard no_grad;
   for (const Node& n : seg.graph.nodes) {
     if (n.kind != NodeKind::Op) continue;
@@ -301,6 +301,7 @@ class Function {
     by_key_.clear();
     dyn_dims_.clear();
     dyn_fills_.clear();
+    dyn_offsets_.clear();
     compiles_ = 0;
     replay_.reset();
     last_sig_.reset();
@@ -331,12 +332,24 @@ class Function {
   std::string name_of_input(const Tensor& t, const CallArgs& args) const;
 
  private:
-  Entry* lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan);
+  // Finds or makes the entry and plan for a segment; `scalars` receives its dynamic scalars.
+  Entry* lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan,
+                           std::vector<Scalar>& scalars);
   std::string miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call, uint64_t skeleton,
                           int segment);
   std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label);
   std::vector<std::string> guards_of(const Entry& e) const;
   KeySpec key_spec(const GraphFacts& facts) const;
+  // The 0-dim fills of `g` whose value is dynamic, in node order (their runtime slots).
+  std::vector<int> runtime_fills(const Graph& g) const {
+    std::vector<int> r;
+    for (int i : dyn_fills_) {
+      if (static_cast<size_t>(i) >= g.nodes.size()) break;
+      const Node& n = g.nodes[static_cast<size_t>(i)];
+      if (n.kind == NodeKind::Mutate && n.op->name == "fill" && g.value(n.target).sizes.empty()) r.push_back(i);
+    }
+    return r;
+  }
   void dump(const Entry& e, const Plan& plan) const;
 
   std::shared_ptr<nn::Module> module_;
@@ -347,6 +360,7 @@ class Function {
   std::unordered_map<uint64_t, Entry*> by_key_;
   std::set<std::pair<int, int64_t>> dyn_dims_;  // (graph input, dim)
   std::set<int> dyn_fills_;                     // node index of a scalar fill
+  std::set<int> dyn_offsets_;                   // graph inputs whose storage offset varies
   int compiles_ = 0;
   bool limit_warned_ = false;
   std::atomic<bool> had_break_{false};  // once a call breaks, every call runs f (segmented)
@@ -381,6 +395,7 @@ KeySpec Function::key_spec(const GraphFacts& facts) const {
     spec.dynamic_dims.insert({input, dim});
   }
   spec.dynamic_fills = dyn_fills_;
+  spec.dynamic_offsets = dyn_offsets_;
   return spec;
 }
 
@@ -429,18 +444,26 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
         std::string nm = i < e->input_names.size() && !e->input_names[i].empty() ? e->input_names[i]
                                                                                  : "captured[" + std::to_string(i) + "]";
         bool was = dyn_dims_.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
+        if (was && a[d] >= 2 && b[d] >= 2) continue;  // already symbolic: not why this missed
         dyn_dims_.insert({static_cast<int>(i), static_cast<int64_t>(d)});
         why.push_back(nm + ".sizes[" + std::to_string(d) + "]: " + std::to_string(a[d]) + " -> " + std::to_string(b[d]) +
-                      (was ? " (values 0 and 1 are specialised)" : " (now dynamic)"));
+                      (was ? " (sizes 0 and 1 are specialised)" : " (now dynamic)"));
       }
     }
+    for (size_t i = 0; i < facts.input_offsets.size() && i < e->facts.input_offsets.size(); ++i) {
+      if (facts.input_offsets[i] == e->facts.input_offsets[i] || dyn_offsets_.count(static_cast<int>(i))) continue;
+      dyn_offsets_.insert(static_cast<int>(i));
+      std::string nm = i < e->input_names.size() && !e->input_names[i].empty() ? e->input_names[i]
+                                                                               : "captured[" + std::to_string(i) + "]";
+      why.push_back(nm + ".storage_offset(): " + std::to_string(e->facts.input_offsets[i]) + " -> " +
+                    std::to_string(facts.input_offsets[i]) + " (now dynamic)");
+    }
     for (size_t k = 0; k < facts.fills.size() && k < e->facts.fills.size(); ++k) {
-      if (facts.fills[k].second == e->facts.fills[k].second) continue;
-      bool was = dyn_fills_.count(facts.fills[k].first) > 0;
+      if (facts.fills[k].second == e->facts.fills[k].second || dyn_fills_.count(facts.fills[k].first)) continue;
       dyn_fills_.insert(facts.fills[k].first);
       std::ostringstream os;
-      os << "scalar of node " << facts.fills[k].first << ": " << e->facts.fills[k].second << " -> "
-         << facts.fills[k].second << (was ? "" : " (now dynamic)");
+      os << "scalar filled at node " << facts.fills[k].first << ": " << e->facts.fills[k].second << " -> "
+         << facts.fills[k].second << " (now dynamic)";
       why.push_back(os.str());
     }
     if (!why.empty()) return join(why, "; ");
@@ -478,7 +501,10 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
   return "the traced graph differs from entry " + std::to_string(near->id) + ": " + first_difference(near->graph, g);
 }
 
-std::shared_ptr<const Plan> Function::build_plan(const Graph& g, uint64_t concrete, const std::string& label) {
+std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t concrete, const std::string& label) {
+  Graph g = captured;
+  int slot = 0;
+  for (int i : runtime_fills(g)) g.nodes[static_cast<size_t>(i)].runtime_slot = slot++;
   Global& gl = global();
   {
     std::lock_guard<std::mutex> lock(gl.mu);
@@ -518,7 +544,8 @@ void Function::dump(const Entry& e, const Plan& plan) const {
   std::ofstream(base + ".guards.txt") << join(e.guards, "\n") << "\n";
 }
 
-Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan) {
+Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan,
+                                   std::vector<Scalar>& scalars) {
   const Graph& g = seg.graph;
   GraphFacts facts = graph_facts(g);
   std::lock_guard<std::mutex> lock(mu_);
@@ -558,7 +585,8 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     e->graph = g;
     e->facts = std::move(facts);
     e->call = cs.facts;
-    e->dynamic = !spec.dynamic_dims.empty() || !spec.dynamic_fills.empty();
+    // Plans of a dynamic entry are built per concrete graph (they hold sizes, scalars, offsets).
+    e->dynamic = !spec.dynamic_dims.empty() || !spec.dynamic_fills.empty() || !spec.dynamic_offsets.empty();
     for (const Tensor& b : seg.bindings) e->input_names.push_back(name_of_input(b, *cs.args));
     e->guards = guards_of(*e);
     bool recompile = !reason.empty();
@@ -574,7 +602,11 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
   } else {
     with_stats([](Stats& s) { ++s.cache_hits; });
   }
-  uint64_t concrete = graph_key(g, KeySpec{}, cs.facts.grad_mode, {}, {});
+  // Dynamic scalars are bound at each run, so one plan serves all their values.
+  KeySpec concrete_spec;
+  concrete_spec.dynamic_fills = dyn_fills_;
+  for (int i : runtime_fills(g)) scalars.push_back(g.nodes[static_cast<size_t>(i)].attrs.scalar(0));
+  uint64_t concrete = graph_key(g, concrete_spec, cs.facts.grad_mode, {}, {});
   if (!e->dynamic) {
     if (!e->plan) {
       e->plan = build_plan(g, concrete, opts.name + "." + std::to_string(e->id));
@@ -604,11 +636,12 @@ void Function::run_segment(Segment& seg, CallState& cs) {
   }
   SegmentRun run;
   run.rng = rng_keys(seg.graph);
+  std::vector<Scalar> scalars;
   std::shared_ptr<const Plan> plan;
   Entry* e = nullptr;
   std::string failure;
   try {
-    e = lookup_or_compile(seg, cs, plan);
+    e = lookup_or_compile(seg, cs, plan, scalars);
   } catch (const std::exception& ex) {
     failure = ex.what();  // a pass or plan bug: never cached, the graph runs as captured
   }
@@ -623,9 +656,9 @@ void Function::run_segment(Segment& seg, CallState& cs) {
     Plan eager(seg.graph);
     eager.run(seg.bindings, seg.outputs, &run.rng);
   } else if (opts.verify) {
-    verify_segment(seg, *plan, run.rng, opts.verify_rtol, opts.verify_atol, opts.name);
+    verify_segment(seg, *plan, run.rng, scalars, opts.verify_rtol, opts.verify_atol, opts.name);
   } else {
-    plan->run(seg.bindings, seg.outputs, &run.rng);
+    plan->run(seg.bindings, seg.outputs, &run.rng, nullptr, &scalars);
   }
   double ms = ms_since(t0);
   with_stats([&](Stats& s) { s.run_ms += ms; });

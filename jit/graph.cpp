@@ -116,7 +116,9 @@ std::string Graph::node_str(size_t index) const {
     first = false;
   }
   for (int v : n.inputs) {
-    os << (first ? "" : ", ") << "%" << v;
+    os << (first ? "" : ", ");
+    if (v < 0) os << "None";  // an absent optional input
+    else os << "%" << v;
     first = false;
   }
   print_attrs(os, n, first);
@@ -175,7 +177,8 @@ std::string Graph::dot(const std::string& name) const {
     os << "  n" << i << " [label=\"" << label << "\", style=filled, fillcolor=" << color << "];\n";
     std::vector<int> reads = n.inputs;
     if (n.target >= 0) reads.insert(reads.begin(), n.target);
-    for (int v : reads) os << "  n" << value(v).node << " -> n" << i << ";\n";
+    for (int v : reads)
+      if (v >= 0) os << "  n" << value(v).node << " -> n" << i << ";\n";
   }
   os << "}\n";
   return os.str();
@@ -190,7 +193,8 @@ void Graph::verify() const {
   };
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
-    for (int v : n.inputs) check_use(v, i);
+    for (int v : n.inputs)
+      if (v != -1 || n.kind != NodeKind::Op) check_use(v, i);  // Op rows may take absent optional inputs
     if (n.kind == NodeKind::Mutate) {
       check_use(n.target, i);
       KILN_INTERNAL_ASSERT(n.outputs.empty() && n.op != nullptr, "graph: mutate node ", i, " malformed");

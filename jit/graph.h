@@ -54,6 +54,9 @@ struct Node {
   DType result = DType::Float32;  // Mutate: the dtype the op computes in, cast into target
   int input_index = -1;  // Input: position in Graph::inputs
   Tensor constant;       // Constant: the folded value
+  // >= 0: the first attribute (a fill's value) is bound at each run from slot `runtime_slot` of
+  // the run's values: a scalar that changes from call to call (automatic dynamic).
+  int runtime_slot = -1;
 };
 
 class Graph {

@@ -71,7 +71,7 @@ void Plan::give_back(std::unique_ptr<Workspace> ws) const {
 }
 
 void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng,
-               std::vector<Tensor>* snapshots) const {
+               std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
   const Graph& g = graph_;
   KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
                        g.inputs.size());
@@ -168,7 +168,7 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
 
   if (snapshots) snapshots->assign(g.values.size(), Tensor());
   size_t next_rng = 0;
-  Attrs rng_attrs;
+  Attrs rng_attrs;  // a node's attributes with those bound at run time
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     const Attrs* attrs = &n.attrs;
@@ -183,6 +183,13 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
         attrs = &rng_attrs;
       }
       ++next_rng;
+    }
+    if (n.runtime_slot >= 0 && scalars) {
+      std::vector<Attr> a = n.attrs.values();
+      a.at(0) = scalars->at(static_cast<size_t>(n.runtime_slot));
+      rng_attrs = Attrs();
+      for (Attr& x : a) rng_attrs.push(std::move(x));
+      attrs = &rng_attrs;
     }
     try {
       run_node(i, n, *attrs);

@@ -26,8 +26,9 @@ class Plan {
   // `rng`: (seed, offset) for each random node in program order (null: as traced).
   // `snapshots`: when given, receives a copy of every Op output, by value id (verify mode).
   using RngKeys = std::vector<std::pair<int64_t, int64_t>>;
+  // `scalars`: values of the nodes with a runtime_slot (dynamic scalars), by slot.
   void run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng = nullptr,
-           std::vector<Tensor>* snapshots = nullptr) const;
+           std::vector<Tensor>* snapshots = nullptr, const std::vector<Scalar>* scalars = nullptr) const;
 
  private:
   struct Workspace {

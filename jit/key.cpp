@@ -80,25 +80,34 @@ struct KeyWriter {
         },
         a);
   }
-  void add_value(int id, bool is_input) {
+  void add_value(int id, int input) {
     const Value& v = g.value(id);
     hs.add(static_cast<uint64_t>(v.dtype));
     hs.add(static_cast<uint64_t>(v.device.type()) * 131 + static_cast<uint64_t>(v.device.index() + 1));
     hs.add(v.sizes.size());
     hs.add(static_cast<uint64_t>(v.storage) * 2 + v.wrapped);
+    const bool is_input = input >= 0;
     if (spec.everything_dynamic) {
       if (is_input) hs.add(is_contiguous_strides(v.sizes, v.strides));
       return;
     }
     const bool dynamic = !spec.dynamic_dims.empty();
     if (!is_input && dynamic) return;  // derived from inputs and attributes
-    for (int64_t x : v.sizes) add_int(x);
+    for (size_t d = 0; d < v.sizes.size(); ++d) {
+      // Only a dim seen to vary is a symbol; other sizes equal to its value stay literal.
+      if (is_input && spec.dynamic_dims.count({input, static_cast<int64_t>(d)})) add_int(v.sizes[d]);
+      else hs.add(static_cast<uint64_t>(v.sizes[d]));
+    }
+    // Over an input whose offset varies, offsets count from that input's own.
+    const StorageInfo& st = g.storages[static_cast<size_t>(v.storage)];
+    const bool free_offset = st.input >= 0 && spec.dynamic_offsets.count(st.input);
+    const int64_t offset = free_offset ? v.offset - g.value(g.inputs[static_cast<size_t>(st.input)]).offset : v.offset;
     if (dynamic) {
       hs.add(is_contiguous_strides(v.sizes, v.strides));
-      hs.add(v.offset == 0);
+      hs.add(offset == 0);
     } else {
-      for (int64_t x : v.strides) add_int(x);
-      hs.add(static_cast<uint64_t>(v.offset));
+      for (int64_t x : v.strides) hs.add(static_cast<uint64_t>(x));
+      hs.add(static_cast<uint64_t>(offset));
     }
   }
 };
@@ -107,7 +116,10 @@ struct KeyWriter {
 
 GraphFacts graph_facts(const Graph& g) {
   GraphFacts f;
-  for (int v : g.inputs) f.input_sizes.push_back(g.value(v).sizes);
+  for (int v : g.inputs) {
+    f.input_sizes.push_back(g.value(v).sizes);
+    f.input_offsets.push_back(g.value(v).offset);
+  }
   for (size_t i = 0; i < g.nodes.size(); ++i)
     if (is_scalar_fill(g, g.nodes[i])) f.fills.emplace_back(static_cast<int>(i), g.nodes[i].attrs.scalar(0));
   return f;
@@ -140,7 +152,7 @@ uint64_t graph_key(const Graph& g, const KeySpec& spec, bool grad_mode, const st
       }
       w.add_attr(n.attrs[a]);
     }
-    for (int v : n.outputs) w.add_value(v, n.kind == NodeKind::Input);
+    for (int v : n.outputs) w.add_value(v, n.kind == NodeKind::Input ? n.input_index : -1);
     if (n.kind == NodeKind::Constant) w.hs.add(reinterpret_cast<uintptr_t>(n.constant.impl()));
   }
   w.hs.add(g.storages.size());

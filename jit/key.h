@@ -17,6 +17,7 @@ namespace kiln::jit {
 // The facts of a graph that automatic dynamic may turn into symbols.
 struct GraphFacts {
   std::vector<Shape> input_sizes;             // per graph input
+  std::vector<int64_t> input_offsets;         // per graph input (a batch narrowed from a big tensor)
   std::vector<std::pair<int, Scalar>> fills;  // (node, value) of each fill_ of a 0-dim tensor
 };
 GraphFacts graph_facts(const Graph& g);
@@ -24,6 +25,7 @@ GraphFacts graph_facts(const Graph& g);
 struct KeySpec {
   std::set<std::pair<int, int64_t>> dynamic_dims;  // (graph input, dim)
   std::set<int> dynamic_fills;                     // node indices
+  std::set<int> dynamic_offsets;                   // graph inputs whose storage offset varies
   std::vector<int64_t> symbols;                    // current values of the dynamic dims
   bool everything_dynamic = false;                 // the skeleton: all sizes and scalars symbolic
   static KeySpec all_dynamic() {

@@ -3,8 +3,11 @@
 // against the unigram entropy of the text (what a model that ignores context achieves), saves
 // its weights as safetensors, reloads them into a fresh model, and generates a sample.
 //
-//   ./build/samples/char_transformer            full run
-//   ./build/samples/char_transformer --smoke    reduced size, as the CTest smoke test runs it
+//   ./build/samples/char_transformer              full run (training step compiled with jit::compile)
+//   ./build/samples/char_transformer --smoke      reduced size, as the CTest smoke test runs it
+//   ./build/samples/char_transformer --eager      the same without the JIT
+//   ./build/samples/char_transformer --check-jit  20 steps eager and 20 compiled from the same start:
+//                                                 parameters and AdamW state must agree
 //
 // Exits non-zero if the validation loss does not fall well below the unigram entropy, or if
 // the reloaded model disagrees with the trained one.
@@ -73,6 +76,50 @@ std::pair<Tensor, Tensor> batch_of(const Tensor& data, int64_t batch, int64_t co
   return {windows.narrow(1, 0, context), windows.narrow(1, 1, context)};
 }
 
+// One AdamW step on a batch; returns the loss (detached). Compiled or not, it must do the same.
+Tensor train_step(CharLM& model, optim::AdamW& opt, const Tensor& x, const Tensor& y) {
+  Tensor logits = model.forward(x);
+  Tensor loss = cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}));
+  opt.zero_grad();
+  loss.backward();
+  opt.step();
+  return loss.detach();
+}
+
+// Trains two identical models for 20 steps, one eagerly and one through jit::compile, on the
+// same batches; they must end with the same parameters and optimizer state (float32 tolerance).
+int check_jit(int64_t vocab, const Config& cfg, const Tensor& train) {
+  manual_seed(5);
+  CharLM eager(vocab, cfg);
+  CharLM compiled(vocab, cfg);
+  compiled.load_state_dict(eager.state_dict());
+  optim::AdamW opt_e(eager.parameters(), {.lr = 3e-3, .weight_decay = 0.01});
+  optim::AdamW opt_c(compiled.parameters(), {.lr = 3e-3, .weight_decay = 0.01});
+  auto step = jit::compile([&](const Tensor& x, const Tensor& y) { return train_step(compiled, opt_c, x, y); },
+                           {.name = "char_transformer_step"});
+  double worst = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto [x, y] = batch_of(train, cfg.batch, cfg.context);
+    double le = train_step(eager, opt_e, x, y).item<double>();
+    double lc = step(x, y).item<double>();
+    worst = std::max(worst, std::abs(le - lc));
+  }
+  auto pe = eager.named_parameters(), pc = compiled.named_parameters();
+  bool ok = worst < 1e-4;
+  for (const auto& [name, p] : pe) {
+    const Tensor& q = pc[name];
+    bool same = allclose(p, q, 1e-4, 1e-5) && allclose(p.grad(), q.grad(), 1e-4, 1e-5);
+    if (!same) std::printf("check-jit: parameter %s differs (max abs diff %g)\n", name.c_str(),
+                           (p - q).abs().max().item<double>());
+    ok = ok && same;
+  }
+  auto se = opt_e.state_dict(), sc = opt_c.state_dict();
+  ok = ok && se.state.size() == sc.state.size();
+  std::printf("check-jit: 20 AdamW steps eager vs compiled: max loss difference %.3g; parameters, grads %s\n%s",
+              worst, ok ? "agree" : "DIFFER", jit::stats().str().c_str());
+  return ok ? 0 : 1;
+}
+
 double lm_loss(CharLM& model, const Tensor& x, const Tensor& y) {
   NoGradGuard no_grad;
   Tensor logits = model.forward(x);
@@ -80,7 +127,12 @@ double lm_loss(CharLM& model, const Tensor& x, const Tensor& y) {
 }
 
 int main(int argc, char** argv) {
-  bool smoke = argc > 1 && std::strcmp(argv[1], "--smoke") == 0;
+  bool smoke = false, eager = false, check = false;
+  for (int i = 1; i < argc; ++i) {
+    smoke |= std::strcmp(argv[i], "--smoke") == 0;
+    eager |= std::strcmp(argv[i], "--eager") == 0;
+    check |= std::strcmp(argv[i], "--check-jit") == 0;
+  }
   Config cfg;
   if (smoke) cfg = Config{.context = 32, .d_model = 32, .heads = 2, .layers = 1, .ff = 64, .batch = 16, .steps = 150};
   manual_seed(0);
@@ -106,6 +158,11 @@ int main(int argc, char** argv) {
   Tensor freq = zeros({vocab}).scatter_add(0, train, ones({n_train})) / static_cast<double>(n_train);
   double unigram = -(freq * log(freq.clamp_min(1e-12))).sum().item<double>();
 
+  if (check) {
+    cfg = Config{.context = 16, .d_model = 32, .heads = 2, .layers = 1, .ff = 64, .batch = 8, .steps = 20};
+    return check_jit(vocab, cfg, train);
+  }
+
   CharLM model(vocab, cfg);
   optim::AdamW opt(model.parameters(), {.lr = 3e-3, .weight_decay = 0.01});
   optim::CosineAnnealingLR schedule(opt, cfg.steps, 3e-4);
@@ -116,15 +173,13 @@ int main(int argc, char** argv) {
 
   manual_seed(1);
   auto [val_x, val_y] = batch_of(val, 64, cfg.context);  // a fixed validation batch
+  auto compiled_step = jit::compile([&](const Tensor& x, const Tensor& y) { return train_step(model, opt, x, y); },
+                                    {.name = "char_transformer_step"});
   auto start = std::chrono::steady_clock::now();
   double running = 0;
   for (int64_t step = 1; step <= cfg.steps; ++step) {
     auto [x, y] = batch_of(train, cfg.batch, cfg.context);
-    Tensor logits = model.forward(x);
-    Tensor loss = cross_entropy(logits.reshape({-1, vocab}), y.reshape({-1}));
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
+    Tensor loss = eager ? train_step(model, opt, x, y) : compiled_step(x, y);
     schedule.step();
     running = step == 1 ? loss.item<double>() : 0.9 * running + 0.1 * loss.item<double>();
     if (step % (cfg.steps / 10) == 0)
@@ -165,8 +220,9 @@ int main(int argc, char** argv) {
 
   const double ratio = smoke ? 0.92 : 0.80;
   bool learned = val_loss < ratio * unigram;
+  if (!eager) std::printf("jit: %s", jit::stats().str().c_str());
   std::printf("char_transformer: validation loss %.3f vs unigram entropy %.3f (target below %.3f) after %lld steps "
-              "in %.1f s: %s\n", val_loss, unigram, ratio * unigram, static_cast<long long>(cfg.steps), seconds,
-              learned && same ? "ok" : "FAILED");
+              "in %.1f s (%s): %s\n", val_loss, unigram, ratio * unigram, static_cast<long long>(cfg.steps), seconds,
+              eager ? "eager" : "compiled", learned && same ? "ok" : "FAILED");
   return learned && same ? 0 : 1;
 }

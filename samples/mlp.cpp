@@ -1,7 +1,9 @@
 // mlp: classify points of a 2-D spiral dataset (3 interleaved arms) with a small MLP.
 //
-//   ./build/samples/mlp            full run (a few seconds)
-//   ./build/samples/mlp --smoke    reduced size, as the CTest smoke test runs it
+//   ./build/samples/mlp              full run (a few seconds), training step through jit::compile
+//   ./build/samples/mlp --smoke      reduced size, as the CTest smoke test runs it
+//   ./build/samples/mlp --eager      the same without the JIT
+//   ./build/samples/mlp --check-jit  20 Adam steps eager and compiled from the same start must agree
 //
 // Exits non-zero if the final test accuracy is below the target, so it doubles as a test.
 #include <kiln/kiln.h>
@@ -35,21 +37,64 @@ double accuracy(nn::Module& model, const Tensor& x, const Tensor& y) {
   return (model.forward(x).argmax(1) == y).to(kFloat32).mean().item<double>();
 }
 
+std::shared_ptr<nn::Sequential> make_model(int64_t classes) {
+  return std::make_shared<nn::Sequential>(
+      std::make_shared<nn::Linear>(2, 64), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(64, 64), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(64, classes));
+}
+
+// One optimizer step on a batch; returns the loss (detached). Compiled or not, it must do the same.
+Tensor train_step(nn::Module& model, optim::Optimizer& opt, const Tensor& x, const Tensor& y) {
+  Tensor loss = cross_entropy(model.forward(x), y);
+  opt.zero_grad();
+  loss.backward();
+  opt.step();
+  return loss.detach();
+}
+
+// 20 Adam steps on two copies of one model, eagerly and through jit::compile: the parameters,
+// their grads and the losses must agree within float32 rounding.
+int check_jit() {
+  manual_seed(4);
+  auto [x, y] = make_spirals(100, 3);
+  auto eager = make_model(3), compiled = make_model(3);
+  compiled->load_state_dict(eager->state_dict());
+  optim::Adam opt_e(eager->parameters(), {.lr = 1e-2}), opt_c(compiled->parameters(), {.lr = 1e-2});
+  auto step = jit::compile([&](const Tensor& xb, const Tensor& yb) { return train_step(*compiled, opt_c, xb, yb); },
+                           {.name = "mlp_step"});
+  double worst = 0;
+  for (int i = 0; i < 20; ++i) {
+    Tensor xb = x.narrow(0, (i * 32) % 256, 32), yb = y.narrow(0, (i * 32) % 256, 32);
+    worst = std::max(worst, std::abs(train_step(*eager, opt_e, xb, yb).item<double>() - step(xb, yb).item<double>()));
+  }
+  bool ok = worst < 1e-5;
+  auto pe = eager->parameters(), pc = compiled->parameters();
+  for (size_t i = 0; i < pe.size(); ++i)
+    ok = ok && allclose(pe[i], pc[i], 1e-5, 1e-6) && allclose(pe[i].grad(), pc[i].grad(), 1e-5, 1e-6);
+  std::printf("check-jit: 20 Adam steps eager vs compiled: max loss difference %.3g; parameters and grads %s\n%s",
+              worst, ok ? "agree" : "DIFFER", jit::stats().str().c_str());
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
-  bool smoke = argc > 1 && std::strcmp(argv[1], "--smoke") == 0;
+  bool smoke = false, eager = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--check-jit") == 0) return check_jit();
+    smoke |= std::strcmp(argv[i], "--smoke") == 0;
+    eager |= std::strcmp(argv[i], "--eager") == 0;
+  }
   const int64_t classes = 3, per_class = smoke ? 300 : 1000, epochs = smoke ? 60 : 150, batch = 64;
   manual_seed(0);
 
   auto [x_train, y_train] = make_spirals(per_class, classes);
   auto [x_test, y_test] = make_spirals(per_class / 4, classes);
 
-  auto model = std::make_shared<nn::Sequential>(
-      std::make_shared<nn::Linear>(2, 64), std::make_shared<nn::ReLU>(),
-      std::make_shared<nn::Linear>(64, 64), std::make_shared<nn::ReLU>(),
-      std::make_shared<nn::Linear>(64, classes));
+  auto model = make_model(classes);
   optim::Adam opt(model->parameters(), {.lr = 1e-2});
   optim::CosineAnnealingLR schedule(opt, epochs);
-  nn::CrossEntropyLoss loss_fn;
+  auto compiled_step = jit::compile([&](const Tensor& x, const Tensor& y) { return train_step(*model, opt, x, y); },
+                                    {.name = "mlp_step"});
 
   std::printf("mlp: %lld training points, %lld classes, %lld parameters\n",
               static_cast<long long>(x_train.size(0)), static_cast<long long>(classes),
@@ -63,10 +108,8 @@ int main(int argc, char** argv) {
     int64_t batches = 0;
     for (int64_t i = 0; i < n; i += batch) {
       Tensor idx = perm.narrow(0, i, std::min(batch, n - i));
-      Tensor loss = loss_fn(model->forward(x_train.index_select(0, idx)), y_train.index_select(0, idx));
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
+      Tensor xb = x_train.index_select(0, idx), yb = y_train.index_select(0, idx);
+      Tensor loss = eager ? train_step(*model, opt, xb, yb) : compiled_step(xb, yb);
       total += loss.item<double>();
       ++batches;
     }
@@ -79,7 +122,9 @@ int main(int argc, char** argv) {
   model->eval();
   double acc = accuracy(*model, x_test, y_test);
   const double target = smoke ? 0.90 : 0.95;
-  std::printf("mlp: test accuracy %.1f%% after %lld epochs in %.1f s (target %.0f%%): %s\n", 100 * acc,
-              static_cast<long long>(epochs), seconds, 100 * target, acc >= target ? "ok" : "FAILED");
+  if (!eager) std::printf("jit: %s", jit::stats().str().c_str());
+  std::printf("mlp: test accuracy %.1f%% after %lld epochs in %.1f s (%s, target %.0f%%): %s\n", 100 * acc,
+              static_cast<long long>(epochs), seconds, eager ? "eager" : "compiled", 100 * target,
+              acc >= target ? "ok" : "FAILED");
   return acc >= target ? 0 : 1;
 }
