@@ -410,6 +410,7 @@ std::vector<std::string> Function::guards_of(const Entry& e) const {
     const Value& v = e.graph.value(e.graph.inputs[i]);
     std::string name = i < e.input_names.size() && !e.input_names[i].empty() ? e.input_names[i]
                                                                            : "captured[" + std::to_string(i) + "]";
+    if (name.rfind("input[", 0) != 0) g.push_back(name + " is the tensor captured when traced (replay binds it by reference)");
     g.push_back(name + ".dtype == " + std::string(dtype_name(v.dtype)));
     g.push_back(name + ".device == " + v.device.str());
     g.push_back(name + ".dim() == " + std::to_string(v.sizes.size()));

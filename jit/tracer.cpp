@@ -49,11 +49,16 @@ Tracer::~Tracer() {
 void Tracer::reset_segment() {
   seg_ = Segment{};
   segment_id_ = g_next_segment.fetch_add(1);
-  // Bare empty() storages not yet used by any node carry over to the next segment.
-  for (auto it = lazy_.begin(); it != lazy_.end();) {
-    if (it->second.graph_storage >= 0 || it->second.storage.expired()) it = lazy_.erase(it);
-    else ++it;
+  // Bare empty() storages no node used yet get their (uninitialised) memory now, as eager's
+  // empty() has; later segments read them as inputs.
+  for (auto& [ptr, e] : lazy_) {
+    if (e.graph_storage >= 0) continue;
+    if (Storage sp = e.storage.lock()) {
+      StorageImpl fresh(sp->nbytes(), sp->device());
+      sp->adopt(fresh);
+    }
   }
+  lazy_.clear();
   external_storage_.clear();
   external_value_.clear();
 }
