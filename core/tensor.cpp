@@ -124,8 +124,9 @@ Tensor& Tensor::zero_() { return fill_(Scalar(0)); }
 Tensor Tensor::view(IntArrayRef shape) const { return call_op1(KILN_ROW("view"), {*this}, {shape.vec()}); }
 Tensor Tensor::reshape(IntArrayRef shape) const {
   Shape sizes = infer_size("reshape", shape, numel());
-  if (view_strides(this->sizes(), strides(), sizes)) return view(sizes);
-  return clone().view(sizes);  // copies only when no view can express it
+  // The view keeps the caller's -1, so a captured graph stays valid when a batch dim varies.
+  if (view_strides(this->sizes(), strides(), sizes)) return view(shape);
+  return clone().view(shape);  // copies only when no view can express it
 }
 Tensor Tensor::permute(IntArrayRef dims) const { return call_op1(KILN_ROW("permute"), {*this}, {dims.vec()}); }
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return call_op1(KILN_ROW("transpose"), {*this}, {d0, d1}); }
@@ -147,7 +148,7 @@ Tensor Tensor::flatten(int64_t start, int64_t end) const {
   for (int64_t d = 0; d < s; ++d) shape.push_back(size(d));
   int64_t m = 1;
   for (int64_t d = s; d <= e; ++d) m *= size(d);
-  shape.push_back(m);
+  shape.push_back(numel() > 0 ? -1 : m);  // -1: the size follows the input (see reshape)
   for (int64_t d = e + 1; d < dim(); ++d) shape.push_back(size(d));
   return reshape(shape);
 }

@@ -530,6 +530,8 @@ std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t
   std::lock_guard<std::mutex> lock(gl.mu);
   gl.stats.passes_ms += passes;
   gl.stats.compile_ms += compile;
+  // Bounded: dynamic entries add a plan per concrete shape; old ones are rebuilt if needed.
+  if (gl.graph_cache.size() >= 512) gl.graph_cache.clear();
   gl.graph_cache.emplace(concrete, plan);
   return plan;
 }
