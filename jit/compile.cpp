@@ -317,6 +317,7 @@ class Function {
     const CallArgs* args = nullptr;
     CallFacts facts;
     std::vector<SegmentRun> segments;
+    bool failed = false;  // f raised: the work captured so far runs, but is never cached
   };
 
   void run_segment(Segment& seg, CallState& cs);
@@ -602,6 +603,13 @@ void Function::run_segment(Segment& seg, CallState& cs) {
   }
   SegmentRun run;
   run.rng = rng_keys(seg.graph);
+  if (cs.failed) {
+    // The partial trace of a call that raised runs as captured (state matches eager up to the
+    // error) without becoming a cache entry: the next valid call must not see it as a recompile.
+    Plan eager(seg.graph);
+    eager.run(seg.bindings, seg.outputs, &run.rng);
+    return;
+  }
   std::shared_ptr<const Plan> plan;
   Entry* e = nullptr;
   std::string failure;
@@ -858,6 +866,7 @@ void traced_call(Function& fn, const CallArgs& args, bool result_replayable,
       grad_values.push_back(b.requires_grad() && b.is_leaf() ? tracer.lookup(b.grad()) : -1);
   } catch (...) {
     // f (or a segment) raised: run what was captured so state matches eager up to the error.
+    cs.failed = true;
     try {
       tracer.flush();
     } catch (...) {
