@@ -80,7 +80,9 @@ struct KeyWriter {
         },
         a);
   }
-  void add_value(int id, bool is_input) {
+  // `input`: the graph input index of an Input node's value, else -1.
+  void add_value(int id, int input) {
+    const bool is_input = input >= 0;
     const Value& v = g.value(id);
     hs.add(static_cast<uint64_t>(v.dtype));
     hs.add(static_cast<uint64_t>(v.device.type()) * 131 + static_cast<uint64_t>(v.device.index() + 1));
@@ -92,7 +94,18 @@ struct KeyWriter {
     }
     const bool dynamic = !spec.dynamic_dims.empty();
     if (!is_input && dynamic) return;  // derived from inputs and attributes
-    for (int64_t x : v.sizes) add_int(x);
+    if (dynamic) {
+      // By position: a dynamic dim is a symbol whatever its value (0 and 1 stay specialised);
+      // a static dim is its value, even when it equals a dynamic dim's current value (matching
+      // by value made batch == some feature size a different key, i.e. another compile).
+      for (size_t d = 0; d < v.sizes.size(); ++d) {
+        const int64_t x = v.sizes[d];
+        if (x >= 2 && spec.dynamic_dims.count({input, static_cast<int64_t>(d)})) hs.add(kSymbol - 3);
+        else hs.add(static_cast<uint64_t>(x));
+      }
+    } else {
+      for (int64_t x : v.sizes) add_int(x);
+    }
     if (dynamic) {
       hs.add(is_contiguous_strides(v.sizes, v.strides));
       hs.add(v.offset == 0);
@@ -140,7 +153,7 @@ uint64_t graph_key(const Graph& g, const KeySpec& spec, bool grad_mode, const st
       }
       w.add_attr(n.attrs[a]);
     }
-    for (int v : n.outputs) w.add_value(v, n.kind == NodeKind::Input);
+    for (int v : n.outputs) w.add_value(v, n.kind == NodeKind::Input ? n.input_index : -1);
     if (n.kind == NodeKind::Constant) w.hs.add(reinterpret_cast<uintptr_t>(n.constant.impl()));
   }
   w.hs.add(g.storages.size());
