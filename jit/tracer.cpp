@@ -183,6 +183,7 @@ TensorList Tracer::record_op(const OpDef& op, const TensorList& inputs, const At
     out.emplace_back(std::move(impl));
   }
   g.add_node(std::move(n));
+  access_ = kHostRead;
   return out;
 }
 
@@ -211,6 +212,7 @@ bool Tracer::record_mutation(const OpDef& op, const Tensor& out, const TensorLis
   for (const Tensor& in : inputs) n.inputs.push_back(value_of(in));
   n.target = value_of(out);
   seg_.graph.add_node(std::move(n));
+  access_ = kHostRead;
   return true;
 }
 
