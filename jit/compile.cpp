@@ -301,6 +301,7 @@ class Function {
     compiles_ = 0;
     replay_.reset();
     last_sig_.reset();
+    replay_sig_.reset();
     same_count_ = 0;
     had_break_ = false;
     epoch_ = e;
@@ -350,6 +351,7 @@ class Function {
   bool limit_warned_ = false;
   bool had_break_ = false;
   std::optional<CallSignature> last_sig_;
+  std::optional<CallSignature> replay_sig_;  // the signature replay_ was promoted from
   int same_count_ = 0;
   std::shared_ptr<Replay> replay_;
 };
@@ -744,7 +746,10 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
   if (last_sig_ && *last_sig_ == sig) ++same_count_;
   else same_count_ = 1;
   last_sig_ = std::move(sig);
-  if (same_count_ >= 2 && !replay_) {
+  // Promote, or re-promote when the calls settled on another signature after a replay guard
+  // failed (a captured tensor replaced, lr changed): otherwise such a function traced forever.
+  if (same_count_ >= 2 && (!replay_ || !(*replay_sig_ == *last_sig_))) {
+    replay_sig_ = last_sig_;
     rp->plan = e->plan;
     rp->entry = e;
     rp->call = cs.facts;
