@@ -215,6 +215,7 @@ struct Entry {
   std::map<uint64_t, std::shared_ptr<const Plan>> plans;  // dynamic entries: per concrete graph
   std::vector<std::string> guards;
   std::vector<std::string> input_names;
+  std::vector<char> requires_grad;  // per graph input, as traced (names the cause of a miss)
 };
 
 // Where a replayed graph input comes from.
@@ -332,8 +333,8 @@ class Function {
 
  private:
   Entry* lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan);
-  std::string miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call, uint64_t skeleton,
-                          int segment);
+  std::string miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call,
+                          const std::vector<char>& requires_grad, uint64_t skeleton, int segment);
   std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label);
   std::vector<std::string> guards_of(const Entry& e) const;
   KeySpec key_spec(const GraphFacts& facts) const;
@@ -412,8 +413,8 @@ std::vector<std::string> Function::guards_of(const Entry& e) const {
   return g;
 }
 
-std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call, uint64_t skeleton,
-                                  int segment) {
+std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call,
+                                  const std::vector<char>& requires_grad, uint64_t skeleton, int segment) {
   const Entry* near = nullptr;  // the newest entry for the same segment of the call
   for (const auto& e : entries_)
     if (e->segment == segment) near = e.get();
@@ -475,6 +476,10 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
       if (a.offset != b.offset) os << ", storage_offset: " << a.offset << " -> " << b.offset;
       return os.str();
     }
+    // Same inputs but autograd now (or no longer) keeps intermediates alive: the graph differs.
+    if (i < near->requires_grad.size() && i < requires_grad.size() && near->requires_grad[i] != requires_grad[i])
+      return nm + ".requires_grad: " + (near->requires_grad[i] ? "true" : "false") + " -> " +
+             (requires_grad[i] ? "true" : "false");
   }
   return "the traced graph differs from entry " + std::to_string(near->id) + ": " + first_difference(near->graph, g);
 }
@@ -547,7 +552,9 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     }
     uint64_t skeleton = graph_key(g, KeySpec::all_dynamic(), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
     const int segment = static_cast<int>(cs.segments.size());
-    std::string reason = miss_reason(g, facts, cs.facts, skeleton, segment);
+    std::vector<char> requires_grad;
+    for (const Tensor& b : seg.bindings) requires_grad.push_back(b.requires_grad());
+    std::string reason = miss_reason(g, facts, cs.facts, requires_grad, skeleton, segment);
     KeySpec spec = key_spec(facts);  // the miss may have made dims or scalars dynamic
     key = graph_key(g, spec, cs.facts.grad_mode, cs.facts.training, cs.facts.args);
     auto owned = std::make_unique<Entry>();
@@ -557,6 +564,7 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     e->key = key;
     e->skeleton = skeleton;
     e->graph = g;
+    e->requires_grad = std::move(requires_grad);
     e->facts = std::move(facts);
     e->call = cs.facts;
     e->dynamic = !spec.dynamic_dims.empty() || !spec.dynamic_fills.empty();
