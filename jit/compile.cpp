@@ -656,6 +656,7 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
                           bool result_replayable, int64_t rng_start) {
   auto not_replayable = [&](const std::string& why) {
     KILN_LOG(guards, "{} keeps tracing: {}", opts.name, why);
+    std::lock_guard<std::mutex> lock(mu_);  // other threads' calls read and replace last_sig_
     last_sig_.reset();
     same_count_ = 0;
   };
