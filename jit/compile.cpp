@@ -337,7 +337,7 @@ class Function {
                           const std::vector<char>& requires_grad, uint64_t skeleton, int segment);
   std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label);
   std::vector<std::string> guards_of(const Entry& e) const;
-  KeySpec key_spec(const GraphFacts& facts) const;
+  KeySpec key_spec(const GraphFacts& facts, int segment) const;
   void dump(const Entry& e, const Plan& plan) const;
 
   std::shared_ptr<nn::Module> module_;
@@ -346,8 +346,10 @@ class Function {
   uint64_t epoch_ = 0;
   std::vector<std::unique_ptr<Entry>> entries_;
   std::unordered_map<uint64_t, Entry*> by_key_;
-  std::set<std::pair<int, int64_t>> dyn_dims_;  // (graph input, dim)
-  std::set<int> dyn_fills_;                     // node index of a scalar fill
+  // Per segment of the call: inputs and node indices only mean something within one segment
+  // (a scalar made dynamic after a break must not change the key of the segment before it).
+  std::map<int, std::set<std::pair<int, int64_t>>> dyn_dims_;  // (graph input, dim)
+  std::map<int, std::set<int>> dyn_fills_;                     // node index of a scalar fill
   int compiles_ = 0;
   bool limit_warned_ = false;
   bool had_break_ = false;
@@ -373,16 +375,18 @@ std::string Function::name_of_input(const Tensor& t, const CallArgs& args) const
   return "";
 }
 
-KeySpec Function::key_spec(const GraphFacts& facts) const {
+KeySpec Function::key_spec(const GraphFacts& facts, int segment) const {
   KeySpec spec;
-  for (const auto& [input, dim] : dyn_dims_) {
+  static const std::set<std::pair<int, int64_t>> kNoDims;
+  auto dd = dyn_dims_.find(segment);
+  for (const auto& [input, dim] : dd == dyn_dims_.end() ? kNoDims : dd->second) {
     if (static_cast<size_t>(input) >= facts.input_sizes.size()) continue;
     const Shape& s = facts.input_sizes[static_cast<size_t>(input)];
     if (dim < static_cast<int64_t>(s.size()) && s[static_cast<size_t>(dim)] >= 2)
       spec.symbols.push_back(s[static_cast<size_t>(dim)]);
     spec.dynamic_dims.insert({input, dim});
   }
-  spec.dynamic_fills = dyn_fills_;
+  if (auto df = dyn_fills_.find(segment); df != dyn_fills_.end()) spec.dynamic_fills = df->second;
   return spec;
 }
 
@@ -401,7 +405,8 @@ std::vector<std::string> Function::guards_of(const Entry& e) const {
     g.push_back(name + ".device == " + v.device.str());
     g.push_back(name + ".dim() == " + std::to_string(v.sizes.size()));
     for (size_t d = 0; d < v.sizes.size(); ++d) {
-      bool dyn = dyn_dims_.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
+      auto dd = dyn_dims_.find(e.segment);
+      bool dyn = dd != dyn_dims_.end() && dd->second.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
       g.push_back(name + ".sizes[" + std::to_string(d) + "] " +
                   (dyn ? "is dynamic (>= 2)" : "== " + std::to_string(v.sizes[d])));
     }
@@ -430,16 +435,14 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
         if (a[d] == b[d]) continue;
         std::string nm = i < e->input_names.size() && !e->input_names[i].empty() ? e->input_names[i]
                                                                                  : "captured[" + std::to_string(i) + "]";
-        bool was = dyn_dims_.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
-        dyn_dims_.insert({static_cast<int>(i), static_cast<int64_t>(d)});
+        bool was = !dyn_dims_[segment].insert({static_cast<int>(i), static_cast<int64_t>(d)}).second;
         why.push_back(nm + ".sizes[" + std::to_string(d) + "]: " + std::to_string(a[d]) + " -> " + std::to_string(b[d]) +
                       (was ? " (values 0 and 1 are specialised)" : " (now dynamic)"));
       }
     }
     for (size_t k = 0; k < facts.fills.size() && k < e->facts.fills.size(); ++k) {
       if (facts.fills[k].second == e->facts.fills[k].second) continue;
-      bool was = dyn_fills_.count(facts.fills[k].first) > 0;
-      dyn_fills_.insert(facts.fills[k].first);
+      bool was = !dyn_fills_[segment].insert(facts.fills[k].first).second;
       std::ostringstream os;
       os << "scalar of node " << facts.fills[k].first << ": " << e->facts.fills[k].second << " -> "
          << facts.fills[k].second << (was ? "" : " (now dynamic)");
@@ -527,6 +530,7 @@ void Function::dump(const Entry& e, const Plan& plan) const {
 Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan) {
   const Graph& g = seg.graph;
   GraphFacts facts = graph_facts(g);
+  const int segment = static_cast<int>(cs.segments.size());
   std::lock_guard<std::mutex> lock(mu_);
   // Dims declared dynamic up front: options.dynamic (every argument dim) and mark_dynamic().
   for (size_t i = 0; i < seg.bindings.size(); ++i) {
@@ -534,10 +538,10 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     bool is_arg = false;
     for (const Tensor& a : cs.args->tensors) is_arg |= a.is_same(b);
     if (opts.dynamic && is_arg)
-      for (int64_t d = 0; d < b.dim(); ++d) dyn_dims_.insert({static_cast<int>(i), d});
-    for (int64_t d : marked_dims(b)) dyn_dims_.insert({static_cast<int>(i), d});
+      for (int64_t d = 0; d < b.dim(); ++d) dyn_dims_[segment].insert({static_cast<int>(i), d});
+    for (int64_t d : marked_dims(b)) dyn_dims_[segment].insert({static_cast<int>(i), d});
   }
-  uint64_t key = graph_key(g, key_spec(facts), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
+  uint64_t key = graph_key(g, key_spec(facts, segment), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
   auto it = by_key_.find(key);
   Entry* e = it == by_key_.end() ? nullptr : it->second;
   if (!e) {
@@ -551,11 +555,10 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
       return nullptr;
     }
     uint64_t skeleton = graph_key(g, KeySpec::all_dynamic(), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
-    const int segment = static_cast<int>(cs.segments.size());
     std::vector<char> requires_grad;
     for (const Tensor& b : seg.bindings) requires_grad.push_back(b.requires_grad());
     std::string reason = miss_reason(g, facts, cs.facts, requires_grad, skeleton, segment);
-    KeySpec spec = key_spec(facts);  // the miss may have made dims or scalars dynamic
+    KeySpec spec = key_spec(facts, segment);  // the miss may have made dims or scalars dynamic
     key = graph_key(g, spec, cs.facts.grad_mode, cs.facts.training, cs.facts.args);
     auto owned = std::make_unique<Entry>();
     e = owned.get();
