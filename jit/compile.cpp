@@ -846,8 +846,9 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
     std::lock_guard<std::mutex> lock(mu_);
     for (GradEffect& ge : rp->grads) {
       Tensor& leaf = bindings[static_cast<size_t>(ge.input)];
-      if (ge.value == -2) leaf.set_grad(Tensor());
-      else if (ge.value >= 0) leaf.set_grad(tensor_of(ge.value));
+      // value -2 (none after the traced call) needs no write: the guard above found the grad
+      // still none, and writing it anyway raced with other threads reading shared parameters.
+      if (ge.value >= 0) leaf.set_grad(tensor_of(ge.value));
       const Tensor& now = leaf.grad();
       ge.last = now.defined() ? now.impl() : nullptr;
     }
