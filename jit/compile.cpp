@@ -352,7 +352,7 @@ class Function {
   std::map<int, std::set<int>> dyn_fills_;                     // node index of a scalar fill
   int compiles_ = 0;
   bool limit_warned_ = false;
-  bool had_break_ = false;
+  std::atomic<bool> had_break_{false};  // set by any thread's call, read by all
   std::optional<CallSignature> last_sig_;
   std::optional<CallSignature> replay_sig_;  // the signature replay_ was promoted from
   int same_count_ = 0;
