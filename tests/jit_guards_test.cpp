@@ -315,6 +315,33 @@ TEST_F(JitGuards, ReplayGuardFailureTracesAgain) {
   }
 }
 
+// A forward-only function replayed under NoGradGuard must leave parameters' .grad alone, also
+// after gradients were computed eagerly between calls.
+TEST_F(JitGuards, ReplayLeavesGradsItDoesNotWrite) {
+  manual_seed(2);
+  auto m = std::make_shared<nn::Linear>(5, 3);
+  auto cm = jit::compile(m);
+  Tensor x = randn({4, 5});
+  Tensor want;
+  {
+    NoGradGuard no_grad;
+    want = m->forward(x);
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(close(cm(x), want)) << i;
+  }
+  ASSERT_GE(jit::stats().replays, 1);
+  m->forward(x).sum().backward();  // eager training work between inference calls
+  ASSERT_TRUE(m->weight.grad().defined());
+  const Tensor grad = m->weight.grad().clone();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_TRUE(close(cm(x), want)) << i;
+      ASSERT_TRUE(m->weight.grad().defined()) << "call " << i << " dropped the weight's grad";
+      EXPECT_TRUE(close(m->weight.grad(), grad)) << i;
+    }
+  }
+}
+
 // --- automatic dynamic ------------------------------------------------------------------------
 
 TEST_F(JitGuards, VaryingBatchCompilesAtMostTwice) {
@@ -380,6 +407,26 @@ TEST_F(JitGuards, ItemBreak) {
   EXPECT_EQ(s.compiles, 2) << s.str();
   auto full = jit::compile(f, {.name = "full_item", .fullgraph = true});
   EXPECT_KILN_ERROR(full(x), "full_item", "fullgraph", "item()");
+}
+
+// The number read at the break differs with the data: the scalar becomes dynamic in the segment
+// after the break, and the segment before it keeps its entry.
+TEST_F(JitGuards, BreakWithVaryingScalar) {
+  auto f = [](const Tensor& x) {
+    Tensor y = (x * 2).exp();
+    const double m = y.max().item<double>();
+    return y / m + 1;
+  };
+  auto cf = jit::compile(f);
+  for (int i = 0; i < 6; ++i) {
+    Tensor x = randn({3, 4});
+    EXPECT_TRUE(close(cf(x), f(x))) << i;
+  }
+  jit::Stats s = jit::stats();
+  EXPECT_EQ(s.compiles, 3) << s.str();  // segment 0; segment 1 static, then with m dynamic
+  ASSERT_EQ(s.recompiles.size(), 1u) << s.str();
+  EXPECT_HAS(s.recompiles[0].reason, "(now dynamic)");
+  EXPECT_EQ(s.graph_breaks.size(), 6u);
 }
 
 TEST_F(JitGuards, PrintingBreak) {
