@@ -82,6 +82,9 @@ void print_rec(std::ostream& os, const Tensor& t, const Formatter& f, bool summa
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "[ Tensor (undefined) ]";
   detail::note_data_access("operator<< (printing)");
+  // Read the memory once now, so a pending (JIT-captured) tensor breaks under this name rather
+  // than under the item() calls that format each element.
+  if (t.is_cpu() && t.numel() > 0) (void)t.data_ptr();
   Tensor c = t.is_cpu() ? t : t.to(Device(kCPU));
   if (c.dtype() == DType::Bool) c = c.to(DType::UInt8);
   bool summarize = c.numel() > kThreshold;

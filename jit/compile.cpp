@@ -217,6 +217,7 @@ struct Entry {
   std::map<uint64_t, std::shared_ptr<const Plan>> plans;  // dynamic entries: per concrete graph
   std::vector<std::string> guards;
   std::vector<std::string> input_names;
+  std::vector<char> requires_grad;  // per graph input, as traced (names the cause of a miss)
 };
 
 // Where a replayed graph input comes from.
@@ -305,6 +306,7 @@ class Function {
     compiles_ = 0;
     replay_.reset();
     last_sig_.reset();
+    replay_sig_.reset();
     same_count_ = 0;
     had_break_ = false;
     epoch_ = e;
@@ -321,6 +323,7 @@ class Function {
     const CallArgs* args = nullptr;
     CallFacts facts;
     std::vector<SegmentRun> segments;
+    bool failed = false;  // f raised: the work captured so far runs, but is never cached
   };
 
   void run_segment(Segment& seg, CallState& cs);
@@ -335,15 +338,17 @@ class Function {
   // Finds or makes the entry and plan for a segment; `scalars` receives its dynamic scalars.
   Entry* lookup_or_compile(const Segment& seg, const CallState& cs, std::shared_ptr<const Plan>& plan,
                            std::vector<Scalar>& scalars);
-  std::string miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call, uint64_t skeleton,
-                          int segment);
-  std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label);
+  std::string miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call,
+                          const std::vector<char>& requires_grad, uint64_t skeleton, int segment);
+  std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label, int segment);
   std::vector<std::string> guards_of(const Entry& e) const;
-  KeySpec key_spec(const GraphFacts& facts) const;
+  KeySpec key_spec(const GraphFacts& facts, int segment) const;
   // The 0-dim fills of `g` whose value is dynamic, in node order (their runtime slots).
-  std::vector<int> runtime_fills(const Graph& g) const {
+  std::vector<int> runtime_fills(const Graph& g, int segment) const {
     std::vector<int> r;
-    for (int i : dyn_fills_) {
+    auto it = dyn_fills_.find(segment);
+    if (it == dyn_fills_.end()) return r;
+    for (int i : it->second) {
       if (static_cast<size_t>(i) >= g.nodes.size()) break;
       const Node& n = g.nodes[static_cast<size_t>(i)];
       if (n.kind == NodeKind::Mutate && n.op->name == "fill" && g.value(n.target).sizes.empty()) r.push_back(i);
@@ -358,13 +363,16 @@ class Function {
   std::atomic<uint64_t> epoch_{0};
   std::vector<std::unique_ptr<Entry>> entries_;
   std::unordered_map<uint64_t, Entry*> by_key_;
-  std::set<std::pair<int, int64_t>> dyn_dims_;  // (graph input, dim)
-  std::set<int> dyn_fills_;                     // node index of a scalar fill
-  std::set<int> dyn_offsets_;                   // graph inputs whose storage offset varies
+  // Per segment of the call: inputs and node indices only mean something within one segment
+  // (a scalar made dynamic after a break must not change the key of the segment before it).
+  std::map<int, std::set<std::pair<int, int64_t>>> dyn_dims_;  // (graph input, dim)
+  std::map<int, std::set<int>> dyn_fills_;                     // node index of a scalar fill
+  std::map<int, std::set<int>> dyn_offsets_;                   // graph inputs whose storage offset varies
   int compiles_ = 0;
   bool limit_warned_ = false;
-  std::atomic<bool> had_break_{false};  // once a call breaks, every call runs f (segmented)
+  std::atomic<bool> had_break_{false};  // set by any thread's call, read by all
   std::optional<CallSignature> last_sig_;
+  std::optional<CallSignature> replay_sig_;  // the signature replay_ was promoted from
   int same_count_ = 0;
   std::shared_ptr<Replay> replay_;
 };
@@ -385,17 +393,19 @@ std::string Function::name_of_input(const Tensor& t, const CallArgs& args) const
   return "";
 }
 
-KeySpec Function::key_spec(const GraphFacts& facts) const {
+KeySpec Function::key_spec(const GraphFacts& facts, int segment) const {
   KeySpec spec;
-  for (const auto& [input, dim] : dyn_dims_) {
+  static const std::set<std::pair<int, int64_t>> kNoDims;
+  auto dd = dyn_dims_.find(segment);
+  for (const auto& [input, dim] : dd == dyn_dims_.end() ? kNoDims : dd->second) {
     if (static_cast<size_t>(input) >= facts.input_sizes.size()) continue;
     const Shape& s = facts.input_sizes[static_cast<size_t>(input)];
     if (dim < static_cast<int64_t>(s.size()) && s[static_cast<size_t>(dim)] >= 2)
       spec.symbols.push_back(s[static_cast<size_t>(dim)]);
     spec.dynamic_dims.insert({input, dim});
   }
-  spec.dynamic_fills = dyn_fills_;
-  spec.dynamic_offsets = dyn_offsets_;
+  if (auto df = dyn_fills_.find(segment); df != dyn_fills_.end()) spec.dynamic_fills = df->second;
+  if (auto d = dyn_offsets_.find(segment); d != dyn_offsets_.end()) spec.dynamic_offsets = d->second;
   return spec;
 }
 
@@ -415,7 +425,8 @@ std::vector<std::string> Function::guards_of(const Entry& e) const {
     g.push_back(name + ".device == " + v.device.str());
     g.push_back(name + ".dim() == " + std::to_string(v.sizes.size()));
     for (size_t d = 0; d < v.sizes.size(); ++d) {
-      bool dyn = dyn_dims_.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
+      auto dd = dyn_dims_.find(e.segment);
+      bool dyn = dd != dyn_dims_.end() && dd->second.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
       g.push_back(name + ".sizes[" + std::to_string(d) + "] " +
                   (dyn ? "is dynamic (>= 2)" : "== " + std::to_string(v.sizes[d])));
     }
@@ -427,8 +438,8 @@ std::vector<std::string> Function::guards_of(const Entry& e) const {
   return g;
 }
 
-std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call, uint64_t skeleton,
-                                  int segment) {
+std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call,
+                                  const std::vector<char>& requires_grad, uint64_t skeleton, int segment) {
   const Entry* near = nullptr;  // the newest entry for the same segment of the call
   for (const auto& e : entries_)
     if (e->segment == segment) near = e.get();
@@ -444,24 +455,24 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
         if (a[d] == b[d]) continue;
         std::string nm = i < e->input_names.size() && !e->input_names[i].empty() ? e->input_names[i]
                                                                                  : "captured[" + std::to_string(i) + "]";
-        bool was = dyn_dims_.count({static_cast<int>(i), static_cast<int64_t>(d)}) > 0;
+        bool was = !dyn_dims_[segment].insert({static_cast<int>(i), static_cast<int64_t>(d)}).second;
         if (was && a[d] >= 2 && b[d] >= 2) continue;  // already symbolic: not why this missed
-        dyn_dims_.insert({static_cast<int>(i), static_cast<int64_t>(d)});
         why.push_back(nm + ".sizes[" + std::to_string(d) + "]: " + std::to_string(a[d]) + " -> " + std::to_string(b[d]) +
                       (was ? " (sizes 0 and 1 are specialised)" : " (now dynamic)"));
       }
     }
     for (size_t i = 0; i < facts.input_offsets.size() && i < e->facts.input_offsets.size(); ++i) {
-      if (facts.input_offsets[i] == e->facts.input_offsets[i] || dyn_offsets_.count(static_cast<int>(i))) continue;
-      dyn_offsets_.insert(static_cast<int>(i));
+      if (facts.input_offsets[i] == e->facts.input_offsets[i] || !dyn_offsets_[segment].insert(static_cast<int>(i)).second)
+        continue;
       std::string nm = i < e->input_names.size() && !e->input_names[i].empty() ? e->input_names[i]
                                                                                : "captured[" + std::to_string(i) + "]";
       why.push_back(nm + ".storage_offset(): " + std::to_string(e->facts.input_offsets[i]) + " -> " +
                     std::to_string(facts.input_offsets[i]) + " (now dynamic)");
     }
     for (size_t k = 0; k < facts.fills.size() && k < e->facts.fills.size(); ++k) {
-      if (facts.fills[k].second == e->facts.fills[k].second || dyn_fills_.count(facts.fills[k].first)) continue;
-      dyn_fills_.insert(facts.fills[k].first);
+      if (facts.fills[k].second == e->facts.fills[k].second) continue;
+      bool was = !dyn_fills_[segment].insert(facts.fills[k].first).second;
+      if (was) continue;  // already bound at run time: not why this missed
       std::ostringstream os;
       os << "scalar filled at node " << facts.fills[k].first << ": " << e->facts.fills[k].second << " -> "
          << facts.fills[k].second << " (now dynamic)";
@@ -498,14 +509,19 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
       if (a.offset != b.offset) os << ", storage_offset: " << a.offset << " -> " << b.offset;
       return os.str();
     }
+    // Same inputs but autograd now (or no longer) keeps intermediates alive: the graph differs.
+    if (i < near->requires_grad.size() && i < requires_grad.size() && near->requires_grad[i] != requires_grad[i])
+      return nm + ".requires_grad: " + (near->requires_grad[i] ? "true" : "false") + " -> " +
+             (requires_grad[i] ? "true" : "false");
   }
   return "the traced graph differs from entry " + std::to_string(near->id) + ": " + first_difference(near->graph, g);
 }
 
-std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t concrete, const std::string& label) {
+std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t concrete, const std::string& label,
+                                                 int segment) {
   Graph g = captured;
   int slot = 0;
-  for (int i : runtime_fills(g)) g.nodes[static_cast<size_t>(i)].runtime_slot = slot++;
+  for (int i : runtime_fills(g, segment)) g.nodes[static_cast<size_t>(i)].runtime_slot = slot++;
   Global& gl = global();
   {
     std::lock_guard<std::mutex> lock(gl.mu);
@@ -551,6 +567,7 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
                                    std::vector<Scalar>& scalars) {
   const Graph& g = seg.graph;
   GraphFacts facts = graph_facts(g);
+  const int segment = static_cast<int>(cs.segments.size());
   std::lock_guard<std::mutex> lock(mu_);
   // Dims declared dynamic up front: options.dynamic (every argument dim) and mark_dynamic().
   for (size_t i = 0; i < seg.bindings.size(); ++i) {
@@ -558,10 +575,10 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     bool is_arg = false;
     for (const Tensor& a : cs.args->tensors) is_arg |= a.is_same(b);
     if (opts.dynamic && is_arg)
-      for (int64_t d = 0; d < b.dim(); ++d) dyn_dims_.insert({static_cast<int>(i), d});
-    for (int64_t d : marked_dims(b)) dyn_dims_.insert({static_cast<int>(i), d});
+      for (int64_t d = 0; d < b.dim(); ++d) dyn_dims_[segment].insert({static_cast<int>(i), d});
+    for (int64_t d : marked_dims(b)) dyn_dims_[segment].insert({static_cast<int>(i), d});
   }
-  uint64_t key = graph_key(g, key_spec(facts), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
+  uint64_t key = graph_key(g, key_spec(facts, segment), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
   auto it = by_key_.find(key);
   Entry* e = it == by_key_.end() ? nullptr : it->second;
   if (!e) {
@@ -575,9 +592,10 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
       return nullptr;
     }
     uint64_t skeleton = graph_key(g, KeySpec::all_dynamic(), cs.facts.grad_mode, cs.facts.training, cs.facts.args);
-    const int segment = static_cast<int>(cs.segments.size());
-    std::string reason = miss_reason(g, facts, cs.facts, skeleton, segment);
-    KeySpec spec = key_spec(facts);  // the miss may have made dims or scalars dynamic
+    std::vector<char> requires_grad;
+    for (const Tensor& b : seg.bindings) requires_grad.push_back(b.requires_grad());
+    std::string reason = miss_reason(g, facts, cs.facts, requires_grad, skeleton, segment);
+    KeySpec spec = key_spec(facts, segment);  // the miss may have made dims or scalars dynamic
     key = graph_key(g, spec, cs.facts.grad_mode, cs.facts.training, cs.facts.args);
     auto owned = std::make_unique<Entry>();
     e = owned.get();
@@ -586,6 +604,7 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     e->key = key;
     e->skeleton = skeleton;
     e->graph = g;
+    e->requires_grad = std::move(requires_grad);
     e->facts = std::move(facts);
     e->call = cs.facts;
     // Plans of a dynamic entry are built per concrete graph (they hold sizes, scalars, offsets).
@@ -607,12 +626,12 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
   }
   // Dynamic scalars are bound at each run, so one plan serves all their values.
   KeySpec concrete_spec;
-  concrete_spec.dynamic_fills = dyn_fills_;
-  for (int i : runtime_fills(g)) scalars.push_back(g.nodes[static_cast<size_t>(i)].attrs.scalar(0));
+  if (auto df = dyn_fills_.find(segment); df != dyn_fills_.end()) concrete_spec.dynamic_fills = df->second;
+  for (int i : runtime_fills(g, segment)) scalars.push_back(g.nodes[static_cast<size_t>(i)].attrs.scalar(0));
   uint64_t concrete = graph_key(g, concrete_spec, cs.facts.grad_mode, {}, {});
   if (!e->dynamic) {
     if (!e->plan) {
-      e->plan = build_plan(g, concrete, opts.name + "." + std::to_string(e->id));
+      e->plan = build_plan(g, concrete, opts.name + "." + std::to_string(e->id), segment);
       dump(*e, *e->plan);
     }
     plan = e->plan;
@@ -620,7 +639,7 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     auto pit = e->plans.find(concrete);
     if (pit == e->plans.end()) {
       if (e->plans.size() >= 64) e->plans.clear();  // bound memory for a dim that takes many values
-      pit = e->plans.emplace(concrete, build_plan(g, concrete, opts.name + "." + std::to_string(e->id))).first;
+      pit = e->plans.emplace(concrete, build_plan(g, concrete, opts.name + "." + std::to_string(e->id), segment)).first;
       if (e->plans.size() == 1) dump(*e, *pit->second);
     }
     plan = pit->second;
@@ -640,6 +659,13 @@ void Function::run_segment(Segment& seg, CallState& cs) {
   SegmentRun run;
   run.rng = rng_keys(seg.graph);
   std::vector<Scalar> scalars;
+  if (cs.failed) {
+    // The partial trace of a call that raised runs as captured (state matches eager up to the
+    // error) without becoming a cache entry: the next valid call must not see it as a recompile.
+    Plan eager(seg.graph);
+    eager.run(seg.bindings, seg.outputs, &run.rng);
+    return;
+  }
   std::shared_ptr<const Plan> plan;
   Entry* e = nullptr;
   std::string failure;
@@ -676,6 +702,7 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
                           bool result_replayable, int64_t rng_start) {
   auto not_replayable = [&](const std::string& why) {
     KILN_LOG(guards, "{} keeps tracing: {}", opts.name, why);
+    std::lock_guard<std::mutex> lock(mu_);  // other threads' calls read and replace last_sig_
     last_sig_.reset();
     same_count_ = 0;
   };
@@ -773,7 +800,10 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
   if (last_sig_ && *last_sig_ == sig) ++same_count_;
   else same_count_ = 1;
   last_sig_ = std::move(sig);
-  if (same_count_ >= 2 && !replay_) {
+  // Promote, or re-promote when the calls settled on another signature after a replay guard
+  // failed (a captured tensor replaced, lr changed): otherwise such a function traced forever.
+  if (same_count_ >= 2 && (!replay_ || !(*replay_sig_ == *last_sig_))) {
+    replay_sig_ = last_sig_;
     rp->plan = e->plan;
     rp->entry = e;
     const Graph& pg = e->plan->graph();
@@ -868,8 +898,9 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
     std::lock_guard<std::mutex> lock(mu_);
     for (GradEffect& ge : rp->grads) {
       Tensor& leaf = bindings[static_cast<size_t>(ge.input)];
-      if (ge.value == -2) leaf.set_grad(Tensor());
-      else if (ge.value >= 0) leaf.set_grad(tensor_of(ge.value));
+      // value -2 (none after the traced call) needs no write: the guard above found the grad
+      // still none, and writing it anyway raced with other threads reading shared parameters.
+      if (ge.value >= 0) leaf.set_grad(tensor_of(ge.value));
       const Tensor& now = leaf.grad();
       ge.last = now.defined() ? now.impl() : nullptr;
     }
@@ -905,6 +936,7 @@ void traced_call(Function& fn, const CallArgs& args, bool result_replayable,
       grad_values.push_back(b.requires_grad() && b.is_leaf() ? tracer.lookup(b.grad()) : -1);
   } catch (...) {
     // f (or a segment) raised: run what was captured so state matches eager up to the error.
+    cs.failed = true;
     try {
       tracer.flush();
     } catch (...) {

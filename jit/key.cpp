@@ -80,6 +80,7 @@ struct KeyWriter {
         },
         a);
   }
+  // `input`: the graph input index of an Input node's value, else -1.
   void add_value(int id, int input) {
     const Value& v = g.value(id);
     hs.add(static_cast<uint64_t>(v.dtype));
@@ -93,10 +94,17 @@ struct KeyWriter {
     }
     const bool dynamic = !spec.dynamic_dims.empty();
     if (!is_input && dynamic) return;  // derived from inputs and attributes
-    for (size_t d = 0; d < v.sizes.size(); ++d) {
-      // Only a dim seen to vary is a symbol; other sizes equal to its value stay literal.
-      if (is_input && spec.dynamic_dims.count({input, static_cast<int64_t>(d)})) add_int(v.sizes[d]);
-      else hs.add(static_cast<uint64_t>(v.sizes[d]));
+    if (dynamic) {
+      // By position: a dynamic dim is a symbol whatever its value (0 and 1 stay specialised);
+      // a static dim is its value, even when it equals a dynamic dim's current value (matching
+      // by value made batch == some feature size a different key, i.e. another compile).
+      for (size_t d = 0; d < v.sizes.size(); ++d) {
+        const int64_t x = v.sizes[d];
+        if (x >= 2 && spec.dynamic_dims.count({input, static_cast<int64_t>(d)})) hs.add(kSymbol - 3);
+        else hs.add(static_cast<uint64_t>(x));
+      }
+    } else {
+      for (int64_t x : v.sizes) add_int(x);
     }
     // Over an input whose offset varies, offsets count from that input's own.
     const StorageInfo& st = g.storages[static_cast<size_t>(v.storage)];

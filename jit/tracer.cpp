@@ -227,6 +227,7 @@ TensorList Tracer::record_op_checked(const OpDef& op, const TensorList& inputs, 
     out.emplace_back(std::move(impl));
   }
   g.add_node(std::move(n));
+  access_ = kHostRead;
   return out;
 }
 
@@ -255,6 +256,7 @@ void Tracer::record_mutation_checked(const OpDef& op, const Tensor& out, const T
   for (const Tensor& in : inputs) n.inputs.push_back(value_of(in));
   n.target = value_of(out);
   seg_.graph.add_node(std::move(n));
+  access_ = kHostRead;
 }
 
 Storage Tracer::new_storage(size_t nbytes, Device device) {

@@ -93,7 +93,11 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
   std::unordered_map<const StorageImpl*, LazyEntry> lazy_;       // storages created in this segment
   std::unordered_map<const StorageImpl*, int> external_storage_;  // realised storage -> graph storage
   std::unordered_map<const TensorImpl*, int> external_value_;     // bound tensor -> its Input value
-  const char* access_ = "data access";
+  // Reason of the next break: what host code said it reads. call_op names each op before its
+  // infer (a data-dependent infer reads); once the op is recorded that name is stale, so it goes
+  // back to a bare memory read.
+  static constexpr const char* kHostRead = "data_ptr()";
+  const char* access_ = kHostRead;
   std::string failure_;
   std::vector<StateGuard> state_guards_;
   std::vector<std::string> breaks_;

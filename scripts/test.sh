@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kiln and runs the whole test suite: the normal build (warnings as errors), then the
-# same suite under AddressSanitizer + UndefinedBehaviorSanitizer. Usage: bash scripts/test.sh
+# same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then the concurrent JIT test
+# under ThreadSanitizer. Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -21,4 +22,14 @@ if [ "${KILN_SKIP_SANITIZERS:-0}" != "1" ]; then
         -DKILN_BUILD_BENCH=OFF -DKILN_BUILD_SAMPLES=OFF -DKILN_WERROR=ON "${launcher[@]}" >/dev/null
   cmake --build build-asan -j"$jobs"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest -j"$jobs" --output-on-failure)
+
+  # Concurrent calls of compiled functions (jit caches, replay, stats) under ThreadSanitizer: only
+  # that test is built and run. Its tensors are small, so kernels stay on the calling thread; if a
+  # kernel ever goes parallel, libgomp (not TSan-instrumented) reports false races in its barriers:
+  # run with OMP_NUM_THREADS=1 then, the JIT's own threads being the ones under test.
+  echo "== kiln: ThreadSanitizer build, concurrent JIT calls"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=thread \
+        -DKILN_BUILD_BENCH=OFF -DKILN_BUILD_SAMPLES=OFF -DKILN_WERROR=ON "${launcher[@]}" >/dev/null
+  cmake --build build-tsan -j"$jobs" --target test_jit_concurrency
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_jit_concurrency
 fi
