@@ -175,7 +175,8 @@ std::string Graph::dot(const std::string& name) const {
     os << "  n" << i << " [label=\"" << label << "\", style=filled, fillcolor=" << color << "];\n";
     std::vector<int> reads = n.inputs;
     if (n.target >= 0) reads.insert(reads.begin(), n.target);
-    for (int v : reads) os << "  n" << value(v).node << " -> n" << i << ";\n";
+    for (int v : reads)
+      if (v >= 0) os << "  n" << value(v).node << " -> n" << i << ";\n";
   }
   os << "}\n";
   return os.str();
@@ -190,7 +191,8 @@ void Graph::verify() const {
   };
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
-    for (int v : n.inputs) check_use(v, i);
+    for (int v : n.inputs)
+      if (v >= 0 || n.kind != NodeKind::Op) check_use(v, i);  // Op: -1 is an absent optional input
     if (n.kind == NodeKind::Mutate) {
       check_use(n.target, i);
       KILN_INTERNAL_ASSERT(n.outputs.empty() && n.op != nullptr, "graph: mutate node ", i, " malformed");

@@ -63,7 +63,8 @@ void drop_nodes(Graph& g, const std::vector<char>& drop) {
 
 // Points a node's reads at replacement values (repl[v] == v when v is kept).
 void apply_replacements(Node& n, const std::vector<int>& repl) {
-  for (int& v : n.inputs) v = repl[idx(v)];
+  for (int& v : n.inputs)
+    if (v >= 0) v = repl[idx(v)];
   if (n.target >= 0) n.target = repl[idx(n.target)];
 }
 
@@ -162,6 +163,7 @@ bool is_whole_fill(const Graph& g, const Node& w) {
 // of equal elements, or an internal buffer whose only earlier write fills all of it.
 std::optional<double> uniform_value(const Graph& g, const std::vector<Tensor>& roots,
                                     const std::vector<std::vector<int>>& writes, int v, int at) {
+  if (v < 0) return std::nullopt;
   int s = storage_of(g, v);
   if (is_constant(g, roots, v)) return uniform_elements(constant_tensor(g, roots, v));
   if (g.storages[idx(s)].input >= 0) return std::nullopt;
@@ -196,6 +198,7 @@ Graph eliminate_dead_code(Graph g) {
       continue;
     }
     for (int v : n.inputs) {
+      if (v < 0) continue;  // an absent optional input
       used[idx(v)] = 1;
       read[idx(storage_of(g, v))] = 1;
     }
@@ -224,7 +227,7 @@ bool can_merge(const Graph& g, const std::vector<std::vector<int>>& writes, int 
   if (b.kind == NodeKind::View) return true;  // same geometry over the same storage
   // The inputs must hold the same contents at both nodes...
   for (int v : a.inputs)
-    if (written_in(writes[idx(storage_of(g, v))], i, j)) return false;
+    if (v >= 0 && written_in(writes[idx(storage_of(g, v))], i, j)) return false;
   // ...and, once merged, the two results alias: neither may be written, and b's own storage
   // must not be one a tensor outside the graph holds.
   for (size_t k = 0; k < a.outputs.size(); ++k) {
@@ -296,7 +299,7 @@ int foldable_fill(const Graph& g, const std::vector<std::vector<int>>& writes, i
     const Node& m = g.nodes[idx(k)];
     if (m.kind == NodeKind::View) continue;  // geometry only, no data read
     for (int v : m.inputs)
-      if (storage_of(g, v) == a.storage) return -1;
+      if (v >= 0 && storage_of(g, v) == a.storage) return -1;
   }
   return w[0];
 }
@@ -305,7 +308,7 @@ bool foldable_op(const Graph& g, const std::vector<Tensor>& roots, const std::ve
                  const Node& n) {
   if (n.kind != NodeKind::Op || is_random(n.op) || !cpu_kernel(*n.op)) return false;
   for (int v : n.inputs)
-    if (!is_constant(g, roots, v) || !g.value(v).device.is_cpu()) return false;
+    if (v < 0 || !is_constant(g, roots, v) || !g.value(v).device.is_cpu()) return false;
   for (int v : n.outputs) {
     const Value& o = g.value(v);
     if (!o.device.is_cpu() || numel_of(o) > kMaxFoldNumel || observable(g, o.storage) ||
@@ -399,7 +402,8 @@ Graph simplify_algebra(Graph g) {
   std::vector<int> last_use(g.values.size(), -1), values_on(g.storages.size(), 0);
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    for (int v : n.inputs) last_use[idx(v)] = static_cast<int>(i);
+    for (int v : n.inputs)
+      if (v >= 0) last_use[idx(v)] = static_cast<int>(i);
     if (n.target >= 0) last_use[idx(n.target)] = static_cast<int>(i);
     for (int v : n.outputs) ++values_on[idx(storage_of(g, v))];
   }
@@ -463,7 +467,8 @@ BufferPlan plan_buffers(const Graph& g) {
     const Node& n = g.nodes[i];
     const int at = static_cast<int>(i);
     for (int v : n.outputs) touch(v, at);
-    for (int v : n.inputs) touch(v, at);
+    for (int v : n.inputs)
+      if (v >= 0) touch(v, at);
     if (n.target >= 0) touch(n.target, at);
   }
   BufferPlan plan;
