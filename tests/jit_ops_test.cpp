@@ -700,6 +700,7 @@ void check_values(const Case& c, DType dt, Layout layout, const std::vector<Shap
   auto cf = jit::compile([f, dt](const std::vector<Tensor>& a) { return f(a, dt); }, {.name = case_name(c)});
   if (c.random) manual_seed(seed);
   const int breaks = c.breaks ? c.breaks(dt) : 0;
+  std::vector<TensorList> kept;
   for (int k = 0; k < 3; ++k) {
     SCOPED_TRACE("compiled call " + std::to_string(k + 1));
     TensorList a = in.for_call(c);
@@ -713,6 +714,7 @@ void check_values(const Case& c, DType dt, Layout layout, const std::vector<Shap
     }
     jit::Stats after = jit::stats();
     EXPECT_TRUE(same_list(got, want[k]));
+    kept.push_back(got);
     if (c.inplace) a.push_back(whole_storage(a[0]));
     EXPECT_TRUE(same_list(a, want_args[k])) << "arguments after the call";
     if (c.inplace) EXPECT_TRUE(got[0].is_same(a[0])) << "the in-place form returns its argument";
@@ -721,6 +723,9 @@ void check_values(const Case& c, DType dt, Layout layout, const std::vector<Shap
     // A call with a graph break runs segmented: never replayed.
     if (k == 2) EXPECT_EQ(replay, c.replays && breaks == 0) << jit::stats().str();
   }
+  // Later calls (replays reuse their plan's buffers) leave earlier results alone.
+  for (size_t k = 0; k < kept.size(); ++k)
+    EXPECT_TRUE(same_list(kept[k], want[k])) << "result of call " << k + 1 << " after the last call";
   if (c.random) EXPECT_TRUE(same(rand({6}, kFloat64), want_after)) << "the generator advanced differently";
   jit::Stats s = jit::stats();
   EXPECT_EQ(s.eager_fallbacks, 0) << s.str();
@@ -729,43 +734,12 @@ void check_values(const Case& c, DType dt, Layout layout, const std::vector<Shap
   EXPECT_TRUE(s.recompiles.empty()) << s.str();
 }
 
-class JitOps : public ::testing::TestWithParam<size_t> {};
-
-TEST_P(JitOps, CompiledEqualsEager) {
-  const Case& c = table()[GetParam()];
-  bool first = true;
-  for (const auto& shapes : c.shape_sets)
-    for (DType dt : c.dtypes)
-      for (Layout l : layouts_of(c)) {
-        // Low-precision and integer dtypes: contiguous and one strided layout are enough.
-        if ((dt != kFloat32 && dt != kFloat64) && l != Layout::Contiguous && l != Layout::Transposed) continue;
-        check_values(c, dt, l, shapes, first);
-        first = false;
-      }
-}
-
-std::vector<size_t> all_cases() {
-  std::vector<size_t> v(table().size());
-  for (size_t i = 0; i < v.size(); ++i) v[i] = i;
-  return v;
-}
-
-std::string param_name(const ::testing::TestParamInfo<size_t>& info) { return case_name(table()[info.param]); }
-
-INSTANTIATE_TEST_SUITE_P(Rows, JitOps, ::testing::ValuesIn(all_cases()), param_name);
 
 // --- gradients ----------------------------------------------------------------------------------
 
 bool differentiable(const Case& c) {
   const OpDef* d = OpRegistry::instance().find(c.row);
   return d && d->differentiable && c.grad;
-}
-
-std::vector<size_t> grad_cases() {
-  std::vector<size_t> v;
-  for (size_t i = 0; i < table().size(); ++i)
-    if (differentiable(table()[i])) v.push_back(i);
-  return v;
 }
 
 // Known JIT limitation: the backward of these cases builds an index tensor on the host
@@ -945,10 +919,22 @@ void check_grads(const Case& c, Layout layout, const std::vector<Shape>& shapes)
   EXPECT_EQ(jit::stats().eager_fallbacks, 0);
 }
 
-class JitOpsGrad : public ::testing::TestWithParam<size_t> {};
+// --- one test per case: values, then gradients -------------------------------------------------
 
-TEST_P(JitOpsGrad, GradientsEqualEager) {
+class JitOps : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(JitOps, CompiledEqualsEager) {
   const Case& c = table()[GetParam()];
+  bool first = true;
+  for (const auto& shapes : c.shape_sets)
+    for (DType dt : c.dtypes)
+      for (Layout l : layouts_of(c)) {
+        // Low-precision and integer dtypes: contiguous and one strided layout are enough.
+        if ((dt != kFloat32 && dt != kFloat64) && l != Layout::Contiguous && l != Layout::Transposed) continue;
+        check_values(c, dt, l, shapes, first);
+        first = false;
+      }
+  if (!differentiable(c)) return;
   for (const auto& shapes : c.shape_sets)
     for (Layout l : {Layout::Contiguous, Layout::Transposed}) {
       if (!c.layouts && l != Layout::Contiguous) continue;
@@ -956,7 +942,15 @@ TEST_P(JitOpsGrad, GradientsEqualEager) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Rows, JitOpsGrad, ::testing::ValuesIn(grad_cases()), param_name);
+std::vector<size_t> all_cases() {
+  std::vector<size_t> v(table().size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = i;
+  return v;
+}
+
+std::string param_name(const ::testing::TestParamInfo<size_t>& info) { return case_name(table()[info.param]); }
+
+INSTANTIATE_TEST_SUITE_P(Rows, JitOps, ::testing::ValuesIn(all_cases()), param_name);
 
 // --- the table covers the registry ------------------------------------------------------------
 
@@ -1372,6 +1366,7 @@ TEST(JitOpsChains, CompiledEqualsEager) {
     for (int k = 0; k < 3; ++k) want.push_back(snapshot({c.run(in)})[0]);
     jit::reset();
     auto cf = jit::compile([c](const std::vector<Tensor>& a) { return c.run(a); }, {.name = "chain" + std::to_string(i)});
+    std::vector<Tensor> kept;
     for (int k = 0; k < 3; ++k) {
       Tensor got;
       try {
@@ -1381,7 +1376,9 @@ TEST(JitOpsChains, CompiledEqualsEager) {
         break;
       }
       EXPECT_TRUE(same(got, want[static_cast<size_t>(k)])) << "call " << k + 1;
+      kept.push_back(got);
     }
+    for (size_t k = 0; k < kept.size(); ++k) EXPECT_TRUE(same(kept[k], want[k])) << "call " << k + 1 << ", kept";
     jit::Stats s = jit::stats();
     EXPECT_EQ(s.eager_fallbacks, 0) << s.str();
     EXPECT_TRUE(s.graph_breaks.empty()) << s.str();
