@@ -194,7 +194,7 @@ void Graph::verify() const {
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
     for (int v : n.inputs)
-      if (v != -1 || n.kind != NodeKind::Op) check_use(v, i);  // Op rows may take absent optional inputs
+      if (v >= 0 || n.kind != NodeKind::Op) check_use(v, i);  // Op: -1 is an absent optional input
     if (n.kind == NodeKind::Mutate) {
       check_use(n.target, i);
       KILN_INTERNAL_ASSERT(n.outputs.empty() && n.op != nullptr, "graph: mutate node ", i, " malformed");

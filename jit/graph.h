@@ -47,7 +47,7 @@ struct StorageInfo {
 struct Node {
   NodeKind kind = NodeKind::Op;
   const OpDef* op = nullptr;  // null for Input and Alloc
-  std::vector<int> inputs;    // value ids, as the kernel receives them
+  std::vector<int> inputs;    // value ids, as the kernel receives them (-1: an absent optional tensor)
   std::vector<int> outputs;   // value ids defined here
   Attrs attrs;
   int target = -1;       // Mutate: the value written

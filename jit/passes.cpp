@@ -164,6 +164,7 @@ bool is_whole_fill(const Graph& g, const Node& w) {
 // of equal elements, or an internal buffer whose only earlier write fills all of it.
 std::optional<double> uniform_value(const Graph& g, const std::vector<Tensor>& roots,
                                     const std::vector<std::vector<int>>& writes, int v, int at) {
+  if (v < 0) return std::nullopt;
   int s = storage_of(g, v);
   if (is_constant(g, roots, v)) return uniform_elements(constant_tensor(g, roots, v));
   if (g.storages[idx(s)].input >= 0) return std::nullopt;

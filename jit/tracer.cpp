@@ -44,6 +44,19 @@ Tracer::Tracer(Runner run) : run_(std::move(run)), segment_id_(g_next_segment.fe
 
 Tracer::~Tracer() {
   if (!lazy_.empty()) abandon("the tracer was destroyed with work pending");
+  release_pending_writes();
+}
+
+bool Tracer::is_pending_write(const StorageImpl* s) const {
+  for (const Storage& p : pending_writes_)
+    if (p.get() == s) return true;
+  return false;
+}
+
+void Tracer::release_pending_writes() {
+  for (const Storage& p : pending_writes_)
+    if (p->lazy_owner() == this) p->set_lazy_owner(nullptr);
+  pending_writes_.clear();
 }
 
 void Tracer::reset_segment() {
@@ -85,7 +98,8 @@ int Tracer::value_of(const Tensor& t) {
     return impl->jit_value();
   }
   const StorageImpl* st = impl->storage().get();
-  if (st->lazy_owner() == this) {
+  const bool pending_write = st->lazy_owner() == this && is_pending_write(st);
+  if (st->lazy_owner() == this && !pending_write) {
     auto it = lazy_.find(st);
     KILN_INTERNAL_ASSERT(it != lazy_.end(), "jit: a pending storage unknown to its tracer");
     LazyEntry& e = it->second;
@@ -119,7 +133,7 @@ int Tracer::value_of(const Tensor& t) {
     impl->set_jit_value(segment_id_, v);
     return v;
   }
-  KILN_INTERNAL_ASSERT(!st->is_lazy(), "jit: a tensor pending in another capture reached this one");
+  KILN_INTERNAL_ASSERT(!st->is_lazy() || pending_write, "jit: a tensor pending in another capture reached this one");
   if (auto it = external_value_.find(impl); it != external_value_.end()) return it->second;
   int gs;
   if (auto it = external_storage_.find(st); it != external_storage_.end()) {
@@ -154,7 +168,7 @@ int Tracer::lookup(const Tensor& t) {
   if (impl->jit_segment() == segment_id_ && impl->jit_value() >= 0 && same_geometry(seg_.graph.value(impl->jit_value()), t))
     return impl->jit_value();
   const StorageImpl* st = t.impl()->storage().get();
-  if (st->lazy_owner() == this) {
+  if (st->lazy_owner() == this && !is_pending_write(st)) {
     auto it = lazy_.find(st);
     return it != lazy_.end() && it->second.graph_storage >= 0 ? value_of(t) : -1;
   }
@@ -256,6 +270,11 @@ void Tracer::record_mutation_checked(const OpDef& op, const Tensor& out, const T
   for (const Tensor& in : inputs) n.inputs.push_back(value_of(in));
   n.target = value_of(out);
   seg_.graph.add_node(std::move(n));
+  const Storage& st = out.impl()->storage();
+  if (!st->is_lazy()) {
+    st->set_lazy_owner(this);
+    pending_writes_.push_back(st);
+  }
   access_ = kHostRead;
 }
 
@@ -270,6 +289,10 @@ Storage Tracer::new_storage(size_t nbytes, Device device) {
 
 void Tracer::realize(StorageImpl& s) {
   KILN_INTERNAL_ASSERT(!flushing_, "jit: the segment runner read a pending tensor");
+  if (is_pending_write(&s)) {
+    flush(access_);  // host code reads a realised tensor the segment writes: run the write first
+    return;
+  }
   auto it = lazy_.find(&s);
   KILN_INTERNAL_ASSERT(it != lazy_.end(), "jit: realize of a storage this tracer does not own");
   if (it->second.graph_storage < 0) {
@@ -287,6 +310,7 @@ void Tracer::realize(StorageImpl& s) {
 void Tracer::flush(const std::string& reason) {
   if (flushing_) return;
   Graph& g = seg_.graph;
+  release_pending_writes();  // the runner reads and writes them for real
   if (g.num_ops() == 0) {
     reset_segment();
     return;
@@ -318,6 +342,7 @@ void Tracer::flush(const std::string& reason) {
 }
 
 void Tracer::abandon(const std::string&) {
+  release_pending_writes();
   for (auto& [ptr, e] : lazy_)
     if (Storage sp = e.storage.lock()) sp->set_lazy_owner(&g_abandoned);
   lazy_.clear();

@@ -86,6 +86,11 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
   R guarded(const OpDef& op, F&& record, R on_failure);
   int add_lazy_storage(const Storage& s, Device device);
   void reset_segment();
+  // Realised storages the pending segment writes (in-place ops on arguments, parameters...):
+  // while pending they are marked lazy with this tracer as owner, so that host code reading
+  // them (item(), an infer that reads values) flushes the segment first and sees the write.
+  bool is_pending_write(const StorageImpl* s) const;
+  void release_pending_writes();
 
   Runner run_;
   uint32_t segment_id_ = 0;
@@ -93,6 +98,7 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
   std::unordered_map<const StorageImpl*, LazyEntry> lazy_;       // storages created in this segment
   std::unordered_map<const StorageImpl*, int> external_storage_;  // realised storage -> graph storage
   std::unordered_map<const TensorImpl*, int> external_value_;     // bound tensor -> its Input value
+  std::vector<Storage> pending_writes_;  // realised storages written by the pending segment
   // Reason of the next break: what host code said it reads. call_op names each op before its
   // infer (a data-dependent infer reads); once the op is recorded that name is stale, so it goes
   // back to a bare memory read.
