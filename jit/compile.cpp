@@ -916,6 +916,25 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
 
 // --- entry points ---------------------------------------------------------------------------------
 
+namespace {
+// Runs `body` with `tracer` recording. If it raises, what was captured up to the error still runs
+// (state then matches eager's at the error) and the error propagates.
+void capture(Tracer& tracer, const std::function<void()>& body, const std::function<void()>& on_error) {
+  try {
+    TraceScope scope(&tracer);
+    body();
+  } catch (...) {
+    on_error();
+    try {
+      tracer.flush();
+    } catch (...) {
+      tracer.abandon("failed call");
+    }
+    throw;
+  }
+}
+}  // namespace
+
 void traced_call(Function& fn, const CallArgs& args, bool result_replayable,
                  const std::function<void(TensorList& outs, std::vector<int64_t>& layout)>& body) {
   fn.sync_epoch();
@@ -928,22 +947,12 @@ void traced_call(Function& fn, const CallArgs& args, bool result_replayable,
   std::vector<int64_t> layout;
   std::vector<int> out_values, grad_values;
   auto t0 = Clock::now();
-  try {
-    TraceScope scope(&tracer);
+  capture(tracer, [&] {
     body(outs, layout);
     for (const Tensor& t : outs) out_values.push_back(tracer.lookup(t));
     for (const Tensor& b : tracer.pending_bindings())
       grad_values.push_back(b.requires_grad() && b.is_leaf() ? tracer.lookup(b.grad()) : -1);
-  } catch (...) {
-    // f (or a segment) raised: run what was captured so state matches eager up to the error.
-    cs.failed = true;
-    try {
-      tracer.flush();
-    } catch (...) {
-      tracer.abandon("failed call");
-    }
-    throw;
-  }
+  }, [&] { cs.failed = true; });
   double capture = ms_since(t0);
   tracer.flush();
   with_stats([&](Stats& s) {
@@ -975,17 +984,7 @@ Explanation explain_call(const std::function<void()>& body) {
     eager.run(seg.bindings, seg.outputs);
   });
   ex.guards.push_back(std::string("grad_mode == ") + (GradMode::is_enabled() ? "true" : "false"));
-  try {
-    TraceScope scope(&tracer);
-    body();
-  } catch (...) {
-    try {
-      tracer.flush();
-    } catch (...) {
-      tracer.abandon("failed call");
-    }
-    throw;
-  }
+  capture(tracer, body, [] {});
   tracer.flush();
   return ex;
 }

@@ -31,6 +31,11 @@ struct Failures {
     std::lock_guard<std::mutex> lock(mu);
     if (messages.size() < 10) messages.push_back(std::move(m));
   }
+  // Call `call` of thread `t` returned `got`; eager gave `want`.
+  void check(int t, int call, const Tensor& got, const Tensor& want) {
+    if (got.dtype() != want.dtype() || !close(got, want))
+      add("thread " + std::to_string(t) + " call " + std::to_string(call) + ": " + close(got, want).message());
+  }
 };
 
 // Runs body(thread) on `n` threads released together, so their first calls race for the compile.
@@ -68,9 +73,7 @@ TEST_F(JitConcurrency, SameShapes) {
   run_threads(kThreads, [&](int t) {
     for (int i = 0; i < kCalls; ++i) {
       Tensor got = cf(xs[static_cast<size_t>(t)]);
-      if (!close(got, want[static_cast<size_t>(t)]))
-        failures.add("thread " + std::to_string(t) + " call " + std::to_string(i) + ": " +
-                     close(got, want[static_cast<size_t>(t)]).message());
+      failures.check(t, i, got, want[static_cast<size_t>(t)]);
     }
   });
   EXPECT_TRUE(failures.messages.empty()) << failures.messages.front();
@@ -101,9 +104,7 @@ TEST_F(JitConcurrency, DifferentShapesAndDTypes) {
     const Tensor& expected = want[static_cast<size_t>(t)];
     for (int i = 0; i < kCalls; ++i) {
       Tensor got = cf(x, w);
-      if (got.dtype() != expected.dtype() || !close(got, expected))
-        failures.add("thread " + std::to_string(t) + " call " + std::to_string(i) + ": " +
-                     close(got, expected).message());
+      failures.check(t, i, got, expected);
     }
   });
   EXPECT_TRUE(failures.messages.empty()) << failures.messages.front();
@@ -134,9 +135,8 @@ TEST_F(JitConcurrency, ModuleForwardNoGrad) {
     NoGradGuard no_grad;  // grad mode is per thread
     for (int i = 0; i < kCalls / 2; ++i) {
       Tensor got = cm(xs[static_cast<size_t>(t)]);
-      if (got.requires_grad() || !close(got, want[static_cast<size_t>(t)]))
-        failures.add("thread " + std::to_string(t) + " call " + std::to_string(i) + ": " +
-                     close(got, want[static_cast<size_t>(t)]).message());
+      if (got.requires_grad()) failures.add("thread " + std::to_string(t) + ": result requires grad");
+      failures.check(t, i, got, want[static_cast<size_t>(t)]);
     }
   });
   EXPECT_TRUE(failures.messages.empty()) << failures.messages.front();
@@ -165,9 +165,7 @@ TEST_F(JitConcurrency, PerThreadGradMode) {
     if (t % 2 == 0) no_grad.emplace();
     for (int i = 0; i < kCalls / 2; ++i) {
       Tensor got = cm(xs[static_cast<size_t>(t)]);
-      if (!close(got, want[static_cast<size_t>(t)]))
-        failures.add("thread " + std::to_string(t) + " call " + std::to_string(i) + ": " +
-                     close(got, want[static_cast<size_t>(t)]).message());
+      failures.check(t, i, got, want[static_cast<size_t>(t)]);
     }
   });
   EXPECT_TRUE(failures.messages.empty()) << failures.messages.front();
@@ -195,9 +193,7 @@ TEST_F(JitConcurrency, GraphBreaks) {
   run_threads(kThreads, [&](int t) {
     for (int i = 0; i < kBreakCalls; ++i) {
       Tensor got = cf(xs[static_cast<size_t>(t)]);
-      if (!close(got, want[static_cast<size_t>(t)]))
-        failures.add("thread " + std::to_string(t) + " call " + std::to_string(i) + ": " +
-                     close(got, want[static_cast<size_t>(t)]).message());
+      failures.check(t, i, got, want[static_cast<size_t>(t)]);
     }
   });
   EXPECT_TRUE(failures.messages.empty()) << failures.messages.front();
