@@ -29,6 +29,8 @@ int64_t Tensor::stride(int64_t d) const {
 
 void* Tensor::data_ptr() const {
   TensorImpl* t = checked();
+  if (auto* hook = detail::trace_hook()) [[unlikely]]
+    hook->note_host_read(*this);
   return t->data();
 }
 

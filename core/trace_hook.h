@@ -35,6 +35,10 @@ class TraceHook {
   // Something is about to read tensor memory on the host (item(), data_ptr(), printing): the
   // name goes into the graph-break reason if that memory is still pending.
   virtual void note_data_access(const char* what) = 0;
+  // Host code is about to read (or write) `t`'s memory through data_ptr(). A pending tensor breaks
+  // the graph anyway; a realised one (an argument, a parameter) means the traced code looked at
+  // values the graph does not recompute, so the call must not be replayed without running f.
+  virtual void note_host_read(const Tensor& t) = 0;
   // The traced code read `nbytes` of C++ state at `addr` (an optimizer's lr): a replay of the
   // call is valid only while those bytes are unchanged, so they become a guard.
   virtual void guard_state(const void* addr, size_t nbytes, const char* what) = 0;

@@ -710,6 +710,9 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
   if (had_break_) return not_replayable("its capture hit a graph break (segmented mode)");
   if (!cs.args->replayable) return not_replayable("an argument is not a tensor, number or string");
   if (!result_replayable) return not_replayable("its result is not tensors");
+  if (!tracer.host_read().empty())
+    return not_replayable("host code read tensor values during the call (at " + tracer.host_read() +
+                          "); a replay would skip that read");
   if (cs.segments.size() != 1 || !cs.segments[0].entry) return not_replayable("it did not run as one compiled graph");
   const SegmentRun& sr = cs.segments[0];
   Entry* e = sr.entry;

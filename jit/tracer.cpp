@@ -156,6 +156,16 @@ int Tracer::value_of(const Tensor& t) {
   return v;
 }
 
+void Tracer::note_host_read(const Tensor& t) {
+  if (!host_read_.empty() || flushing_) return;
+  const StorageImpl* st = t.impl()->storage().get();
+  if (st->lazy_owner() == this && !is_pending_write(st)) {
+    auto it = lazy_.find(st);
+    if (it == lazy_.end() || it->second.graph_storage >= 0) return;  // pending: a graph break follows
+  }
+  host_read_ = access_;
+}
+
 void Tracer::guard_state(const void* addr, size_t nbytes, const char* what) {
   for (const StateGuard& g : state_guards_)
     if (g.addr == addr) return;  // the first read is what the traced code saw

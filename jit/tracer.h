@@ -51,6 +51,11 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
                        DType result) override;
   Storage new_storage(size_t nbytes, Device device) override;
   void note_data_access(const char* what) override { access_ = what; }
+  void note_host_read(const Tensor& t) override;
+  // What host code read from a realised tensor during the call ("" when nothing): such a call
+  // depends on values the graph does not recompute (one_hot's class count, an integer divisor
+  // check), so it is never replayed.
+  const std::string& host_read() const { return host_read_; }
   void guard_state(const void* addr, size_t nbytes, const char* what) override;
   struct StateGuard {
     const void* addr;
@@ -105,6 +110,7 @@ class Tracer final : public kiln::detail::TraceHook, public LazyOwner {
   static constexpr const char* kHostRead = "data_ptr()";
   const char* access_ = kHostRead;
   std::string failure_;
+  std::string host_read_;
   std::vector<StateGuard> state_guards_;
   std::vector<std::string> breaks_;
   int segments_run_ = 0;
