@@ -253,44 +253,33 @@ TEST(Adam, HandComputedFirstStep) {
   EXPECT_FALSE(opt.state(p)->max_exp_avg_sq.defined());
 }
 
-TEST(Adam, AllOptionCombinationsMatchReference) {
+// Every combination of betas, weight decay, amsgrad and maximize for Adam (decoupled = false)
+// or AdamW (true), 3 steps each against the float64 reference.
+template <class Opt, class Options>
+int sweep_adam_options(const char* name, bool decoupled) {
   int cases = 0;
   for (auto betas : {std::pair<double, double>{0.9, 0.999}, std::pair<double, double>{0.3, 0.5}})
     for (double wd : {0.0, 0.1})
       for (bool amsgrad : {false, true})
         for (bool maximize : {false, true}) {
-          AdamOptions o{.lr = 0.01, .betas = betas, .eps = 1e-6, .weight_decay = wd, .amsgrad = amsgrad,
-                        .maximize = maximize};
+          Options o{.lr = 0.01, .betas = betas, .eps = 1e-6, .weight_decay = wd, .amsgrad = amsgrad,
+                    .maximize = maximize};
           Tensor p = make_param(kInit);
-          Adam opt({p}, o);
-          RefAdam ref = ref_adam(o, false);
+          Opt opt({p}, o);
+          RefAdam ref = ref_adam(o, decoupled);
           std::ostringstream what;
-          what << "Adam betas " << betas.first << "," << betas.second << " wd " << wd << " amsgrad " << amsgrad
+          what << name << " betas " << betas.first << "," << betas.second << " wd " << wd << " amsgrad " << amsgrad
                << " maximize " << maximize;
           expect_matches_reference(opt, p, ref, 3, 1e-12, what.str());
           ++cases;
         }
-  EXPECT_EQ(cases, 16);
+  return cases;
 }
 
+TEST(Adam, AllOptionCombinationsMatchReference) { EXPECT_EQ((sweep_adam_options<Adam, AdamOptions>("Adam", false)), 16); }
+
 TEST(AdamW, AllOptionCombinationsMatchReference) {
-  int cases = 0;
-  for (auto betas : {std::pair<double, double>{0.9, 0.999}, std::pair<double, double>{0.3, 0.5}})
-    for (double wd : {0.0, 0.1})
-      for (bool amsgrad : {false, true})
-        for (bool maximize : {false, true}) {
-          AdamWOptions o{.lr = 0.01, .betas = betas, .eps = 1e-6, .weight_decay = wd, .amsgrad = amsgrad,
-                         .maximize = maximize};
-          Tensor p = make_param(kInit);
-          AdamW opt({p}, o);
-          RefAdam ref = ref_adam(o, true);
-          std::ostringstream what;
-          what << "AdamW betas " << betas.first << "," << betas.second << " wd " << wd << " amsgrad " << amsgrad
-               << " maximize " << maximize;
-          expect_matches_reference(opt, p, ref, 3, 1e-12, what.str());
-          ++cases;
-        }
-  EXPECT_EQ(cases, 16);
+  EXPECT_EQ((sweep_adam_options<AdamW, AdamWOptions>("AdamW", true)), 16);
 }
 
 TEST(Adam, OptionsChangeTheResult) {
