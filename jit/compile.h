@@ -32,6 +32,11 @@ enum class Mode : uint8_t {
   Segmented,  // always run f (functions with hidden state); each segment still runs compiled
 };
 
+enum class Backend : uint8_t {
+  Native,       // fused kernels compiled to machine code (LLVM ORC); the interpreter when unavailable
+  Interpreter,  // every node through the eager kernels (no code generation)
+};
+
 struct CompileOptions {
   std::string name;          // in logs, stats and dump file names (default: fn<N> / module name)
   bool dynamic = false;      // every input dim symbolic from the first compile
@@ -41,6 +46,9 @@ struct CompileOptions {
   double verify_rtol = 1e-4, verify_atol = 1e-5;
   int recompile_limit = 8;   // further misses run eagerly, with a warning
   bool optimize = true;      // run the graph passes (off: interpret the captured graph as is)
+  Backend backend = Backend::Native;
+  // Compile kernels on a background thread; until they are ready calls run on the interpreter.
+  bool async = false;
 };
 
 // Names a dim that varies between calls, so the first compile already treats it as symbolic.
@@ -63,6 +71,13 @@ struct Stats {
   std::vector<RecompileEvent> graph_breaks;
   std::vector<RecompileEvent> fallbacks;
   double capture_ms = 0, passes_ms = 0, compile_ms = 0, run_ms = 0;
+  // Native backend (docs/fusion.md): kernels in the plans built, and where their code came from.
+  int64_t fused_kernels = 0;      // kernels in plans built (cache hits included)
+  int64_t kernels_compiled = 0;   // compiled by LLVM in this process
+  int64_t kernel_cache_hits = 0;  // from the in-memory or disk kernel cache
+  int64_t codegen_fallbacks = 0;  // graphs run on the interpreter because fusion/codegen failed
+  int64_t async_compiles = 0;     // plans compiled in the background (options.async)
+  double fusion_ms = 0, codegen_ms = 0;
   std::string str() const;
 };
 Stats stats();
@@ -77,6 +92,8 @@ struct Explanation {
   int graph_count() const { return static_cast<int>(graphs.size()); }
   int break_count() const { return static_cast<int>(breaks.size()); }
   int op_count = 0;
+  int kernel_count = 0;  // fused kernels the native backend made of these graphs
+  int extern_count = 0;  // nodes it left to the eager kernels (matmul, conv, ops it cannot fuse)
   std::string str() const;
 };
 

@@ -2,7 +2,7 @@
 # Installs the Debian/Ubuntu packages kiln needs, only those missing (sudo when not root).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build ccache pkg-config libdnnl-dev libspdlog-dev libfmt-dev
-      libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev)
+      libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev llvm-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
