@@ -91,16 +91,15 @@ bool category_higher(DType a, DType b) {  // is a's category strictly higher tha
 }
 }  // namespace
 
-DType result_type(const TensorList& inputs) {
+DType result_type(const std::vector<PromotionOperand>& operands) {
   std::optional<DType> dim_r, zero_r, wrapped_r;
   auto upd = [](std::optional<DType>& r, DType t) { r = r ? promote_types(*r, t) : t; };
-  for (const Tensor& t : inputs) {
-    if (!t.defined()) continue;
+  for (const PromotionOperand& t : operands) {
     // A wrapped float holds a double (so x * 0.1 is exact for float64 x) but promotes as the
     // default dtype, as PyTorch's wrapped numbers do.
-    if (t.impl()->is_wrapped_number()) upd(wrapped_r, is_floating_point(t.dtype()) ? default_dtype() : t.dtype());
-    else if (t.dim() > 0) upd(dim_r, t.dtype());
-    else upd(zero_r, t.dtype());
+    if (t.wrapped) upd(wrapped_r, is_floating_point(t.dtype) ? default_dtype() : t.dtype);
+    else if (!t.zero_dim) upd(dim_r, t.dtype);
+    else upd(zero_r, t.dtype);
   }
   // combine(higher, lower) as in PyTorch: a lower-priority operand only matters when its
   // category is higher (e.g. int tensor * 2.5 -> float).
@@ -114,6 +113,14 @@ DType result_type(const TensorList& inputs) {
   auto r = combine(dim_r, combine(zero_r, wrapped_r));
   KILN_INTERNAL_ASSERT(r.has_value(), "result_type of no tensors");
   return *r;
+}
+
+DType result_type(const TensorList& inputs) {
+  std::vector<PromotionOperand> ops;
+  ops.reserve(inputs.size());
+  for (const Tensor& t : inputs)
+    if (t.defined()) ops.push_back({t.dtype(), t.dim() == 0, t.impl()->is_wrapped_number()});
+  return result_type(ops);
 }
 
 Tensor wrap_scalar(const Scalar& s, Device device) {

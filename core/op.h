@@ -131,6 +131,13 @@ Tensor& call_op_out(const OpDef& op, Tensor& out, const TensorList& inputs, cons
 // PyTorch's result_type: dim>0 tensors outrank 0-dim tensors, which outrank wrapped numbers,
 // unless the lower-priority operand is of a higher category (bool < int < float).
 DType result_type(const TensorList& inputs);
+// The same from what promotion looks at (the JIT's codegen has graph values, not tensors).
+struct PromotionOperand {
+  DType dtype;
+  bool zero_dim = false;
+  bool wrapped = false;
+};
+DType result_type(const std::vector<PromotionOperand>& operands);
 // Wraps a Python-style number as a 0-dim tensor that promotes like a scalar.
 Tensor wrap_scalar(const Scalar& s, Device device = Device(kCPU));
 // The device all inputs must share; 0-dim cpu tensors may accompany cuda tensors.

@@ -20,6 +20,8 @@
 #include "core/logging.h"
 #include "core/random.h"
 #include "core/shape.h"
+#include "fusion/partition.h"
+#include "jit/backend.h"
 #include "jit/interpreter.h"
 #include "jit/key.h"
 #include "jit/passes.h"
@@ -53,6 +55,12 @@ void with_stats(F&& f) {
   std::lock_guard<std::mutex> lock(g.mu);
   f(g.stats);
 }
+
+}  // namespace
+
+void update_stats(const std::function<void(Stats&)>& f) { with_stats(f); }
+
+namespace {
 
 // mark_dynamic: dims named by hand, per tensor.
 struct DynamicMarks {
@@ -136,6 +144,9 @@ std::string Stats::str() const {
      << " eager_fallbacks=" << eager_fallbacks << "\n";
   os << "time: capture " << capture_ms << " ms, passes " << passes_ms << " ms, compile " << compile_ms << " ms, run "
      << run_ms << " ms\n";
+  os << "native: kernels=" << fused_kernels << " compiled=" << kernels_compiled << " cached=" << kernel_cache_hits
+     << " fallbacks=" << codegen_fallbacks << " async=" << async_compiles << "; fusion " << fusion_ms << " ms, codegen "
+     << codegen_ms << " ms\n";
   for (const auto& r : recompiles) os << "  recompile " << r.function << ": " << r.reason << "\n";
   for (const auto& r : graph_breaks) os << "  break " << r.function << ": " << r.reason << "\n";
   for (const auto& r : fallbacks) os << "  fallback " << r.function << ": " << r.reason << "\n";
@@ -158,9 +169,11 @@ void reset() {
 
 std::string Explanation::str() const {
   std::ostringstream os;
-  os << graph_count() << " graph(s), " << break_count() << " break(s), " << op_count << " op(s)\n";
+  os << graph_count() << " graph(s), " << break_count() << " break(s), " << op_count << " op(s), " << kernel_count
+     << " fused kernel(s), " << extern_count << " extern node(s)\n";
   for (size_t i = 0; i < graphs.size(); ++i) {
     os << "--- graph " << i << " ---\n" << graphs[i];
+    if (i < fused_graphs.size()) os << "--- fused ---\n" << fused_graphs[i];
     if (i < breaks.size()) os << "--- break: " << breaks[i] << "\n";
   }
   os << "--- guards ---\n";
@@ -340,7 +353,8 @@ class Function {
                            std::vector<Scalar>& scalars);
   std::string miss_reason(const Graph& g, const GraphFacts& facts, const CallFacts& call,
                           const std::vector<char>& requires_grad, uint64_t skeleton, int segment);
-  std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label, int segment);
+  std::shared_ptr<const Plan> build_plan(const Graph& g, uint64_t concrete, const std::string& label, int segment,
+                                         bool dynamic);
   std::vector<std::string> guards_of(const Entry& e) const;
   KeySpec key_spec(const GraphFacts& facts, int segment) const;
   // The 0-dim fills of `g` whose value is dynamic, in node order (their runtime slots).
@@ -518,7 +532,9 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
 }
 
 std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t concrete, const std::string& label,
-                                                 int segment) {
+                                                 int segment, bool dynamic) {
+  // Plans differ by backend and by whether sizes are kernel parameters.
+  concrete = concrete * 1000003u + static_cast<uint64_t>(opts.backend) * 4u + (opts.async ? 2u : 0u) + (dynamic ? 1u : 0u);
   Graph g = captured;
   int slot = 0;
   for (int i : runtime_fills(g, segment)) g.nodes[static_cast<size_t>(i)].runtime_slot = slot++;
@@ -541,7 +557,17 @@ std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t
   Graph optimized = run_pipeline(g, which, hook);
   double passes = ms_since(t0);
   auto t1 = Clock::now();
-  auto plan = std::make_shared<const Plan>(std::move(optimized));
+  PlanRequest request;
+  request.backend = opts.backend;
+  request.async = opts.async;
+  request.dynamic = dynamic;
+  request.label = label;
+  if (const char* dir = std::getenv("KILN_DUMP_DIR"); dir && *dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    request.dump_base = std::string(dir) + "/" + label;
+  }
+  auto plan = make_plan(std::move(optimized), request);
   double compile = ms_since(t1);
   std::lock_guard<std::mutex> lock(gl.mu);
   gl.stats.passes_ms += passes;
@@ -558,7 +584,13 @@ void Function::dump(const Entry& e, const Plan& plan) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   std::string base = std::string(dir) + "/" + opts.name + "." + std::to_string(e.id);
-  std::ofstream(base + ".graph.txt") << "# captured\n" << e.graph.str() << "\n# after passes\n" << plan.graph().str();
+  if (const Plan::Fusion* f = plan.fusion())
+    std::ofstream(base + ".graph.txt") << "# captured\n" << e.graph.str() << "\n# after passes\n" << f->unfused.str()
+                                       << "\n# after fusion (" << f->kernels << " kernels, " << f->externs
+                                       << " extern nodes; kernels in " << opts.name << "." << e.id << ".kernels.txt)\n"
+                                       << plan.graph().str();
+  else
+    std::ofstream(base + ".graph.txt") << "# captured\n" << e.graph.str() << "\n# after passes\n" << plan.graph().str();
   std::ofstream(base + ".dot") << plan.graph().dot(opts.name + "." + std::to_string(e.id));
   std::ofstream(base + ".guards.txt") << join(e.guards, "\n") << "\n";
 }
@@ -631,7 +663,7 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
   uint64_t concrete = graph_key(g, concrete_spec, cs.facts.grad_mode, {}, {});
   if (!e->dynamic) {
     if (!e->plan) {
-      e->plan = build_plan(g, concrete, opts.name + "." + std::to_string(e->id), segment);
+      e->plan = build_plan(g, concrete, opts.name + "." + std::to_string(e->id), segment, false);
       dump(*e, *e->plan);
     }
     plan = e->plan;
@@ -639,7 +671,7 @@ Entry* Function::lookup_or_compile(const Segment& seg, const CallState& cs, std:
     auto pit = e->plans.find(concrete);
     if (pit == e->plans.end()) {
       if (e->plans.size() >= 64) e->plans.clear();  // bound memory for a dim that takes many values
-      pit = e->plans.emplace(concrete, build_plan(g, concrete, opts.name + "." + std::to_string(e->id), segment)).first;
+      pit = e->plans.emplace(concrete, build_plan(g, concrete, opts.name + "." + std::to_string(e->id), segment, true)).first;
       if (e->plans.size() == 1) dump(*e, *pit->second);
     }
     plan = pit->second;
@@ -975,6 +1007,14 @@ Explanation explain_call(const std::function<void()>& body) {
   Tracer tracer([&](Segment& seg) {
     ex.graphs.push_back(seg.graph.str());
     ex.op_count += seg.graph.num_ops();
+    try {
+      fusion::FusionResult fr = fusion::fuse(run_pipeline(seg.graph));
+      ex.kernel_count += fr.kernels;
+      ex.extern_count += fr.externs;
+      ex.fused_graphs.push_back(fr.graph.str());
+    } catch (const std::exception& e) {
+      ex.fused_graphs.push_back(std::string("(fusion failed: ") + e.what() + ")\n");
+    }
     if (!seg.break_reason.empty()) ex.breaks.push_back(seg.break_reason);
     for (size_t i = 0; i < seg.graph.inputs.size(); ++i) {
       const Value& v = seg.graph.value(seg.graph.inputs[i]);

@@ -81,6 +81,8 @@ struct Stats {
   std::string str() const;
 };
 Stats stats();
+// Blocks until the kernels being compiled in the background (options.async) are ready.
+void wait_for_compiles();
 // Clears every cache, entry and counter (compiled functions start over on their next call).
 void reset();
 
@@ -94,6 +96,7 @@ struct Explanation {
   int op_count = 0;
   int kernel_count = 0;  // fused kernels the native backend made of these graphs
   int extern_count = 0;  // nodes it left to the eager kernels (matmul, conv, ops it cannot fuse)
+  std::vector<std::string> fused_graphs;  // each graph after passes and fusion
   std::string str() const;
 };
 

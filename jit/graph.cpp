@@ -1,5 +1,9 @@
 #include "jit/graph.h"
 
+#include <algorithm>
+
+#include "fusion/partition.h"
+
 #include <sstream>
 
 #include "core/shape.h"
@@ -14,6 +18,7 @@ std::string_view node_kind_name(NodeKind k) {
     case NodeKind::View: return "view";
     case NodeKind::Mutate: return "mutate";
     case NodeKind::Constant: return "constant";
+    case NodeKind::Fused: return "fused";
   }
   return "?";
 }
@@ -97,6 +102,7 @@ std::string op_name(const Node& n) {
     case NodeKind::Input: return "input";
     case NodeKind::Alloc: return "empty";
     case NodeKind::Constant: return "constant";
+    case NodeKind::Fused: return "fused[" + n.fused->ir.name + ": " + n.fused->summary + "]";
     case NodeKind::Mutate: return n.op->name + "_";
     default: return n.op->name;
   }
@@ -132,6 +138,13 @@ std::string Graph::node_str(size_t index) const {
   if (n.kind == NodeKind::Mutate) {
     const StorageInfo& s = storages.at(static_cast<size_t>(value(n.target).storage));
     os << "  # writes %" << n.target << (s.input >= 0 ? " (graph input " + std::to_string(s.input) + ")" : "");
+  }
+  if (n.kind == NodeKind::Fused) {
+    std::string w;
+    for (size_t b = 0; b < n.fused->buffer_values.size(); ++b)
+      if (n.fused->ir.buffers[b].written && std::find(n.outputs.begin(), n.outputs.end(), n.fused->buffer_values[b]) == n.outputs.end())
+        w += (w.empty() ? "" : ", ") + ("%" + std::to_string(n.fused->buffer_values[b]));
+    if (!w.empty()) os << "  # writes " << w;
   }
   return os.str();
 }

@@ -9,10 +9,15 @@
 // state), bound by reference at each run; storages marked `output` must be materialised because
 // a live tensor outside the graph still refers to them.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/op.h"
+
+namespace kiln::fusion {
+struct FusedCall;
+}
 
 namespace kiln::jit {
 
@@ -23,6 +28,8 @@ enum class NodeKind : uint8_t {
   View,    // an op row of kind View: the output aliases the input's storage
   Mutate,  // an op row written into `target` (in-place ops, out=, copy_, fill_); no outputs
   Constant,  // a realised tensor computed at compile time (constant folding); never written
+  Fused,     // a fused kernel (fusion/partition.h): reads and writes the storages of `inputs`,
+             // defines `outputs`; replaces the nodes it was made of
 };
 std::string_view node_kind_name(NodeKind k);
 
@@ -57,6 +64,7 @@ struct Node {
   // >= 0: the first attribute (a fill's value) is bound at each run from slot `runtime_slot` of
   // the run's values: a scalar that changes from call to call (automatic dynamic).
   int runtime_slot = -1;
+  std::shared_ptr<fusion::FusedCall> fused;  // Fused: the kernel and how its buffers bind
 };
 
 class Graph {

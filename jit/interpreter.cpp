@@ -2,6 +2,7 @@
 
 #include "autograd/grad_mode.h"
 #include "core/ops.h"
+#include "fusion/partition.h"
 #include "jit/tracer.h"
 
 namespace kiln::jit {
@@ -72,6 +73,8 @@ void Plan::give_back(std::unique_ptr<Workspace> ws) const {
 
 void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng,
                std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
+  // An asynchronously compiled plan takes over once it is ready.
+  if (auto up = upgrade_.load(std::memory_order_acquire)) return up->run(bindings, outputs, rng, snapshots, scalars);
   const Graph& g = graph_;
   KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
                        g.inputs.size());
@@ -141,6 +144,17 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
         }
         Device dev = outs.empty() ? Device(kCPU) : outs[0].device();
         kernel_of(*n.op, dev)(*n.op, ins, outs, *attrs);
+        if (snapshots)
+          for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].clone();
+        break;
+      }
+      case NodeKind::Fused: {
+        for (int v : n.outputs) make(v);
+        const fusion::FusedCall& call = *n.fused;
+        std::vector<char*>& ptrs = ws->ptrs;
+        ptrs.clear();
+        for (int v : call.buffer_values) ptrs.push_back(static_cast<char*>(storage_for(g.value(v).storage)->data()));
+        fusion::run_fused(call, ptrs.data());
         if (snapshots)
           for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].clone();
         break;

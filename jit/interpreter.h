@@ -3,8 +3,10 @@
 // per-op dispatch work left (shapes, dtypes, aliasing and buffers were settled when the plan
 // was built). Internal buffers come from the liveness-based buffer plan and are reused across
 // runs; storages that outlive the graph get fresh memory each run.
+#include <atomic>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "jit/graph.h"
@@ -20,6 +22,19 @@ class Plan {
   explicit Plan(Graph g);
   const Graph& graph() const { return graph_; }
   const BufferPlan& buffers() const { return buffers_; }
+  // Native backend: the graph before fusion and each node's fusion group (for dumps), and the
+  // fused kernels' count. Empty for interpreter plans.
+  struct Fusion {
+    Graph unfused;
+    std::vector<int> group_of_node;
+    std::vector<std::string> group_names;
+    int kernels = 0, externs = 0;
+  };
+  const Fusion* fusion() const { return fusion_.get(); }
+  void set_fusion(std::shared_ptr<const Fusion> f) { fusion_ = std::move(f); }
+  // Later runs go to `better` (a fused plan of the same graph compiled in the background).
+  void upgrade(std::shared_ptr<const Plan> better) const { upgrade_.store(std::move(better), std::memory_order_release); }
+  std::shared_ptr<const Plan> upgraded() const { return upgrade_.load(std::memory_order_acquire); }
   // Runs the graph. `bindings`: a realised tensor per graph input (same geometry as traced).
   // `outputs`: per graph storage, the lazy storage that receives the result (null for storages
   // nobody outside needs). Thread-safe: concurrent runs use separate workspaces.
@@ -37,6 +52,7 @@ class Plan {
     std::vector<Tensor> vals;
     std::vector<char> cached;  // per value: vals[v] is reused (its storage is a slot)
     TensorList ins, outs;      // scratch argument lists
+    std::vector<char*> ptrs;   // scratch kernel buffers
   };
   std::unique_ptr<Workspace> take_workspace() const;
   void give_back(std::unique_ptr<Workspace> ws) const;
@@ -45,6 +61,8 @@ class Plan {
   BufferPlan buffers_;
   std::vector<char> direct_;
   std::vector<std::pair<int, int>> rng_attr_;  // per node: indices of its seed/offset attrs, or -1  // per node: a Mutate can write its target without a temporary
+  std::shared_ptr<const Fusion> fusion_;
+  mutable std::atomic<std::shared_ptr<const Plan>> upgrade_;
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
 };

@@ -138,7 +138,7 @@ struct Floor { KILN_POINTWISE("floor", 1, Same, false) template <class T> [[gnu:
 struct Ceil { KILN_POINTWISE("ceil", 1, Same, false) template <class T> [[gnu::always_inline]] static T apply(T x) { return ceil(x); } };
 struct Round { KILN_POINTWISE("round", 1, Same, false) template <class T> [[gnu::always_inline]] static T apply(T x) { return round(x); } };
 struct Trunc { KILN_POINTWISE("trunc", 1, Same, false) template <class T> [[gnu::always_inline]] static T apply(T x) { return trunc(x); } };
-struct LogicalNot { KILN_POINTWISE("logical_not", 1, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T x) { return x == T(0); } };
+struct LogicalNot { KILN_POINTWISE("logical_not", 1, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T x) { return x == T(0); } };
 
 // --- binary --------------------------------------------------------------------------------
 struct Add { KILN_POINTWISE("add", 2, Same, true) template <class T> [[gnu::always_inline]] static T apply(T a, T b) { if constexpr (std::is_same_v<T, bool>) return a || b; else return a + b; } };
@@ -157,14 +157,14 @@ struct Remainder {
 };
 struct Maximum { KILN_POINTWISE("maximum", 2, Same, true) template <class T> [[gnu::always_inline]] static T apply(T a, T b) { return max(a, b); } };
 struct Minimum { KILN_POINTWISE("minimum", 2, Same, true) template <class T> [[gnu::always_inline]] static T apply(T a, T b) { return min(a, b); } };
-struct Eq { KILN_POINTWISE("eq", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return a == b; } };
-struct Ne { KILN_POINTWISE("ne", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return a != b; } };
-struct Lt { KILN_POINTWISE("lt", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return a < b; } };
-struct Le { KILN_POINTWISE("le", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return a <= b; } };
-struct Gt { KILN_POINTWISE("gt", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return a > b; } };
-struct Ge { KILN_POINTWISE("ge", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return a >= b; } };
-struct LogicalAnd { KILN_POINTWISE("logical_and", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return (a != T(0)) && (b != T(0)); } };
-struct LogicalOr { KILN_POINTWISE("logical_or", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static bool apply(T a, T b) { return (a != T(0)) || (b != T(0)); } };
+struct Eq { KILN_POINTWISE("eq", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return a == b; } };
+struct Ne { KILN_POINTWISE("ne", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return a != b; } };
+struct Lt { KILN_POINTWISE("lt", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return a < b; } };
+struct Le { KILN_POINTWISE("le", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return a <= b; } };
+struct Gt { KILN_POINTWISE("gt", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return a > b; } };
+struct Ge { KILN_POINTWISE("ge", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return a >= b; } };
+struct LogicalAnd { KILN_POINTWISE("logical_and", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return (a != T(0)) && (b != T(0)); } };
+struct LogicalOr { KILN_POINTWISE("logical_or", 2, BoolOut, true) template <class T> [[gnu::always_inline]] static auto apply(T a, T b) { return (a != T(0)) || (b != T(0)); } };
 struct ClampMin { KILN_POINTWISE("clamp_min", 2, Same, true) template <class T> [[gnu::always_inline]] static T apply(T x, T lo) { return max(x, lo); } };
 struct ClampMax { KILN_POINTWISE("clamp_max", 2, Same, true) template <class T> [[gnu::always_inline]] static T apply(T x, T hi) { return min(x, hi); } };
 

@@ -1,0 +1,51 @@
+#pragma once
+// The partitioner: groups the nodes of an optimised graph into kernels and lowers each group
+// to kernel IR (docs/fusion.md has the rules). The result is the same graph with each group
+// replaced by one Fused node; nodes it cannot fuse (matmul, conv, indexing, random ops...)
+// stay as they are and run through the eager kernels ("extern" nodes).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fusion/codegen.h"
+#include "fusion/kernel_ir.h"
+#include "jit/graph.h"
+
+namespace kiln::fusion {
+
+struct FusedCall {
+  Kernel ir;                       // with the current values of its parameters
+  std::vector<int> buffer_values;  // per kernel buffer: a value of the graph on its storage
+  std::vector<int64_t> params;     // ir.param_values()
+  int64_t grain = 1;               // fewest dims[0] items worth a thread
+  std::string summary;             // the ops it was made of: "mul add relu mul tanh add"
+  int group = -1;
+  std::shared_ptr<const CompiledKernel> code;  // set by compile_fused
+};
+
+struct FusionOptions {
+  // Sizes, strides and offsets other than 0 and 1 become kernel parameters, so that a kernel
+  // built for one batch size serves every batch size (dynamic entries).
+  bool symbolic_sizes = false;
+};
+
+struct FusionResult {
+  jit::Graph graph;                 // with Fused nodes
+  int kernels = 0;                  // Fused nodes
+  int externs = 0;                  // nodes left to the eager kernels (Op and Mutate)
+  std::vector<int> group_of_node;   // per node of the input graph: its group, or -1
+  std::vector<std::string> group_names;  // per group: the kernel name
+};
+
+// Partitions `g` and lowers each group; the kernels are not compiled yet.
+FusionResult fuse(const jit::Graph& g, const FusionOptions& options = {});
+// Compiles every kernel of `g` in one batch (cache hits cost nothing); raises kiln::Error on
+// a codegen failure. Returns how many came from the cache.
+int compile_fused(jit::Graph& g, const CodegenOptions& options = {});
+// Runs one kernel over buffers (storage base pointers, in kernel buffer order), splitting
+// dims[0] across the thread pool.
+void run_fused(const FusedCall& call, char* const* buffers);
+// The input graph in Graphviz, each node coloured by its fusion group.
+std::string fusion_dot(const jit::Graph& g, const FusionResult& r, const std::string& name);
+
+}  // namespace kiln::fusion
