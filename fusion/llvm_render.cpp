@@ -211,15 +211,13 @@ class Renderer {
         std::fill(memo_.begin(), memo_.end(), nullptr);
         for (size_t a = 0; a < k_.accs.size(); ++a)
           if (k_.accs[a].stage == s) fold_acc(a);
-        for (const Store& st : k_.stores)
-          if (st.stage == s) store(st);
+        store_all(s);
       });
       for (size_t a = 0; a < k_.accs.size(); ++a)
         if (k_.accs[a].stage == s) finish_acc(a);
     }
     std::fill(memo_.begin(), memo_.end(), nullptr);
-    for (const Store& st : k_.stores)
-      if (st.stage < 0) store(st);
+    store_all(-1);
   }
 
   // ---- memory ---------------------------------------------------------------------------
@@ -245,12 +243,20 @@ class Renderer {
     return mem_to_reg(t, ld);
   }
 
-  void store(const Store& st) {
-    DType bt = k_.buffers[static_cast<size_t>(st.buffer)].dtype;
-    Value* v = cast(eval(st.value), k_.exprs[static_cast<size_t>(st.value)].dtype, bt);
-    Value* ptr = address(st.buffer, st.index);
-    auto* s = b_.CreateAlignedStore(reg_to_mem(bt, v), ptr, llvm::Align(itemsize(bt)));
-    tag(s, st.buffer);
+  // Every value is computed before the first store: a kernel that updates a buffer in place
+  // reads its old contents, even when another store to it comes first in the list.
+  void store_all(int stage) {
+    std::vector<std::pair<const Store*, Value*>> pending;
+    for (const Store& st : k_.stores) {
+      if (st.stage != stage) continue;
+      DType bt = k_.buffers[static_cast<size_t>(st.buffer)].dtype;
+      pending.emplace_back(&st, reg_to_mem(bt, cast(eval(st.value), k_.exprs[static_cast<size_t>(st.value)].dtype, bt)));
+    }
+    for (auto [st, v] : pending) {
+      DType bt = k_.buffers[static_cast<size_t>(st->buffer)].dtype;
+      auto* s = b_.CreateAlignedStore(v, address(st->buffer, st->index), llvm::Align(itemsize(bt)));
+      tag(s, st->buffer);
+    }
   }
 
   Value* mem_to_reg(DType t, Value* v) {

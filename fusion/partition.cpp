@@ -159,6 +159,7 @@ struct Group {
   std::map<std::string, int> memo;
   std::map<int, std::vector<int>> loads_of;  // storage -> indices of its loads (pre-write content)
   std::set<int> reads, writes;               // storages
+  std::map<int, int> first_read, first_write;  // storage -> the member that first read / wrote it
   std::vector<int> expr_stage;               // per expr: latest accumulator stage it reads (-1)
   bool open = true;
 
@@ -248,6 +249,8 @@ class Partitioner {
 
   const Graph& g_;
   FusionOptions opts_;
+  int current_ = -1;        // the node try_add is adding
+  std::set<int> inlined_;  // storages of other groups it recomputed instead of reading
   std::vector<Group> groups_;
   std::vector<int> group_of_;  // per node
   std::map<int, std::pair<double, DType>> fills_;  // storage -> constant it holds (a whole-storage fill)
@@ -265,6 +268,17 @@ int Partitioner::gen(Group& G, int u, const Affine& m) {
     if (mm == src.map) return src.expr;
     if (src.kind != SourceKind::Formula || G.has_mutation) throw Failure{};
     return pointwise(G, src.node, mm);  // recomputed at another index (a transposed or broadcast read)
+  }
+  // A pointwise value of another open group is recomputed here rather than stored and loaded
+  // (the producer's kernel dies if nobody else needs the value).
+  for (const Group& other : groups_) {
+    if (other.id == G.id || !other.open || other.has_mutation || other.has_reduction) continue;
+    auto it = other.content.find(s);
+    if (it == other.content.end() || it->second.kind != SourceKind::Formula) continue;
+    Affine t;
+    if (!view_to_base(val, g_.value(it->second.value), t)) break;
+    inlined_.insert(s);
+    return pointwise(G, it->second.node, compose(t, m, G.rank()));
   }
   if (auto it = fills_.find(s); it != fills_.end()) return cast(G, constant(G, it->second.first, it->second.second), val.dtype);
   const Node& def = g_.nodes[idx(val.node)];
@@ -294,6 +308,7 @@ int Partitioner::gen(Group& G, int u, const Affine& m) {
   G.memo[key.str()] = id;
   G.loads_of[s].push_back(ix);
   G.reads.insert(s);
+  G.first_read.emplace(s, current_);
   return id;
 }
 
@@ -454,6 +469,8 @@ bool Partitioner::fusible(const Node& n) const {
 bool Partitioner::try_add(Group& G, int ni) {
   const Node& n = g_.nodes[idx(ni)];
   Group saved = G;
+  current_ = ni;
+  inlined_.clear();
   try {
     const bool red = n.op->kind != OpKind::Pointwise;
     if (n.kind == NodeKind::Mutate) {
@@ -477,6 +494,7 @@ bool Partitioner::try_add(Group& G, int ni) {
       G.k.indices.pop_back();
       G.content[s] = Source{SourceKind::Fixed, ni, n.target, m, e};
       G.writes.insert(s);
+      G.first_write.emplace(s, ni);
       G.has_mutation = true;
     } else if (!red) {
       const Value& o = g_.value(n.outputs.at(0));
@@ -513,6 +531,7 @@ bool Partitioner::try_add(Group& G, int ni) {
       int e = pointwise(G, ni, m);
       G.content[o.storage] = Source{SourceKind::Formula, ni, n.outputs[0], m, e};
       G.writes.insert(o.storage);
+      G.first_write.emplace(o.storage, ni);
     } else {
       const Value& x = g_.value(n.inputs.at(0));
       const Value& o = g_.value(n.outputs.at(0));
@@ -534,9 +553,11 @@ bool Partitioner::try_add(Group& G, int ni) {
       if (m.coef.size() != o.sizes.size()) throw Failure{};
       G.content[o.storage] = Source{SourceKind::Fixed, ni, n.outputs[0], m, e};
       G.writes.insert(o.storage);
+      G.first_write.emplace(o.storage, ni);
     }
   } catch (const Failure&) {
     G = std::move(saved);
+    inlined_.clear();
     return false;
   }
   G.members.push_back(ni);
@@ -550,7 +571,7 @@ void Partitioner::close_hazards(int ni, int joined) {
   const Node& n = g_.nodes[idx(ni)];
   std::set<int> touch, write;
   for (int v : n.inputs)
-    if (v >= 0) touch.insert(g_.value(v).storage);
+    if (v >= 0 && !(joined >= 0 && inlined_.count(g_.value(v).storage))) touch.insert(g_.value(v).storage);
   if (n.target >= 0) touch.insert(g_.value(n.target).storage), write.insert(g_.value(n.target).storage);
   for (int v : n.outputs) write.insert(g_.value(v).storage);
   for (Group& G : groups_) {
@@ -675,13 +696,20 @@ FusionResult Partitioner::run() {
           if (G.open && G.content.count(g_.value(n.target).storage) &&
               std::find(cands.begin(), cands.end(), G.id) == cands.end())
             cands.push_back(G.id);
+      // Siblings: groups reading the same inputs share their loads (mean and var of one tensor).
+      for (int v : n.inputs) {
+        if (v < 0) continue;
+        for (Group& G : groups_)
+          if (G.open && G.reads.count(g_.value(v).storage) &&
+              std::find(cands.begin(), cands.end(), G.id) == cands.end())
+            cands.push_back(G.id);
+      }
       for (int c : cands)
         if (try_add(groups_[idx(c)], ni)) {
           joined = c;
           break;
         }
       if (joined < 0) {
-        close_hazards(ni, -1);
         Group G;
         G.id = static_cast<int>(groups_.size());
         groups_.push_back(std::move(G));
@@ -709,9 +737,9 @@ FusionResult Partitioner::run() {
     if (n.target >= 0) touchers[idx(g_.value(n.target).storage)].push_back({static_cast<int>(i), -1});
   }
   for (const Group& G : groups_) {
-    for (int s : G.reads) touchers[idx(s)].push_back({G.members.front(), G.id});
-    for (int s : G.writes)
-      if (G.buffer_of.count(s)) touchers[idx(s)].push_back({G.members.front(), G.id});
+    for (auto [s, at] : G.first_read) touchers[idx(s)].push_back({at, G.id});
+    for (auto [s, at] : G.first_write)
+      if (G.buffer_of.count(s)) touchers[idx(s)].push_back({at, G.id});
   }
   std::vector<char> needed_fill(ns, 0);
   for (Group& G : groups_) {
@@ -719,7 +747,7 @@ FusionResult Partitioner::run() {
       const jit::StorageInfo& info = g_.storages[idx(s)];
       bool needed = info.input >= 0 || info.output;
       for (auto [node, grp] : touchers[idx(s)])
-        if (grp != G.id && node > G.members.front()) needed = true;
+        if (grp != G.id && node > G.first_write.at(s)) needed = true;
       if (!needed) continue;
       const Value& v = g_.value(src.value);
       int b = buffer(G, s, src.value, v.dtype);

@@ -76,8 +76,8 @@ Context& context() {
 
 namespace {
 ExprBuilder& b() { return *context().builder; }
-Sym un(ExprOp op, Sym x) { return Sym(b().unary(op, x.id)); }
-Sym bin(ExprOp op, Sym x, Sym y) { return Sym(b().binary(op, x.id, y.id)); }
+Sym un(ExprOp op, Sym x) { return Sym::of(b().unary(op, x.id)); }
+Sym bin(ExprOp op, Sym x, Sym y) { return Sym::of(b().binary(op, x.id, y.id)); }
 bool integral(Sym x) { return !is_floating_point(b().dtype(x.id)); }
 }  // namespace
 
@@ -97,7 +97,7 @@ Sym operator!=(Sym a, Sym b) { return bin(ExprOp::Ne, a, b); }
 Sym operator&&(Sym a, Sym b) { return bin(ExprOp::And, a, b); }
 Sym operator||(Sym a, Sym b) { return bin(ExprOp::Or, a, b); }
 
-Sym select(Sym c, Sym a, Sym b_) { return Sym(b().select(c.id, a.id, b_.id)); }
+Sym select(Sym c, Sym a, Sym b_) { return Sym::of(b().select(c.id, a.id, b_.id)); }
 Sym exp(Sym x) { return un(ExprOp::Exp, x); }
 Sym exp2(Sym x) { return un(ExprOp::Exp2, x); }
 Sym log(Sym x) { return un(ExprOp::Log, x); }
@@ -134,11 +134,11 @@ template <class F>
 int call_formula(const std::vector<int>& a) {
   using sym::Sym;
   if constexpr (F::arity == 1)
-    return Sym(F::apply(Sym(a[0]))).id;
+    return Sym(F::apply(Sym::of(a[0]))).id;
   else if constexpr (F::arity == 2)
-    return Sym(F::apply(Sym(a[0]), Sym(a[1]))).id;
+    return Sym(F::apply(Sym::of(a[0]), Sym::of(a[1]))).id;
   else
-    return Sym(F::apply(Sym(a[0]), Sym(a[1]), Sym(a[2]))).id;
+    return Sym(F::apply(Sym::of(a[0]), Sym::of(a[1]), Sym::of(a[2]))).id;
 }
 
 template <class... F>

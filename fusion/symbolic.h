@@ -38,9 +38,14 @@ Context& context();
 struct Sym {
   int id = -1;
   Sym() = default;
-  explicit Sym(int e) : id(e) {}
-  // T(1.5) in a formula: a constant of the compute dtype.
+  // T(1.5), T(0) in a formula: a constant of the compute dtype.
   Sym(double v);  // NOLINT(google-explicit-constructor): formulas write T(0) - x
+  Sym(int v) : Sym(static_cast<double>(v)) {}  // NOLINT(google-explicit-constructor)
+  static Sym of(int expr) {
+    Sym s;
+    s.id = expr;
+    return s;
+  }
 };
 
 Sym operator+(Sym a, Sym b);
@@ -82,7 +87,7 @@ Sym pow(Sym a, Sym b);
 // cast_bool<T>(cond) in the formulas: a Bool expression as 0/1 of the compute dtype.
 template <class T>
 Sym cast_bool(Sym c) {
-  return Sym(context().builder->cast(c.id, context().compute));
+  return Sym::of(context().builder->cast(c.id, context().compute));
 }
 // max/min are not overloaded: fm::max<Sym> spells out the NaN-propagating select from the
 // formulas' own definition.

@@ -1007,13 +1007,14 @@ Explanation explain_call(const std::function<void()>& body) {
   Tracer tracer([&](Segment& seg) {
     ex.graphs.push_back(seg.graph.str());
     ex.op_count += seg.graph.num_ops();
+    Graph optimized = run_pipeline(seg.graph);
     try {
-      fusion::FusionResult fr = fusion::fuse(run_pipeline(seg.graph));
+      fusion::FusionResult fr = fusion::fuse(optimized);
       ex.kernel_count += fr.kernels;
       ex.extern_count += fr.externs;
       ex.fused_graphs.push_back(fr.graph.str());
     } catch (const std::exception& e) {
-      ex.fused_graphs.push_back(std::string("(fusion failed: ") + e.what() + ")\n");
+      ex.fused_graphs.push_back(std::string("(fusion failed: ") + e.what() + ")\n" + optimized.str());
     }
     if (!seg.break_reason.empty()) ex.breaks.push_back(seg.break_reason);
     for (size_t i = 0; i < seg.graph.inputs.size(); ++i) {

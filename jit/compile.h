@@ -256,7 +256,14 @@ auto compile(std::shared_ptr<M> module, CompileOptions options = {}) {
 // What one call of f does under capture: its graphs, breaks and the guards an entry would hold.
 template <class F, class... A>
 Explanation explain(F&& f, A&&... args) {
-  return detail::explain_call([&] { (void)std::invoke(std::forward<F>(f), std::forward<A>(args)...); });
+  using R = std::invoke_result_t<F, A...>;
+  if constexpr (std::is_void_v<R>) {
+    return detail::explain_call([&] { std::invoke(std::forward<F>(f), std::forward<A>(args)...); });
+  } else {
+    // The result stays alive until the graph is explained: it is what the graph computes.
+    std::optional<std::decay_t<R>> result;
+    return detail::explain_call([&] { result.emplace(std::invoke(std::forward<F>(f), std::forward<A>(args)...)); });
+  }
 }
 
 }  // namespace kiln::jit

@@ -251,7 +251,7 @@ TEST_F(Fusion, ReductionsMatchEager) {
       expect_same([d, keep](const Tensor& x) { return x.amax(d, keep) - x.amin(d, keep); }, 1e-6, 1e-6, x);
       expect_same([d, keep](const Tensor& x) { return x.var(d, 1, keep) + x.std(d, 0, keep); }, 1e-4, 1e-5, x);
       expect_same([d, keep](const Tensor& x) { return logsumexp(x, d, keep); }, 1e-5, 1e-5, x);
-      expect_same([d, keep](const Tensor& x) { return (x * 0.5 + 1).prod(d, keep); }, 1e-4, 1e-6, x);
+      expect_same([d, keep](const Tensor& x) { return prod(x * 0.5 + 1, d, keep); }, 1e-4, 1e-6, x);
     }
   }
   Tensor i = randint(-5, 5, {4, 6});
