@@ -159,8 +159,11 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
   }
 
   llvm_jit::ModuleText text;
-  const std::string object = llvm_jit::compile_object(kernels, symbols, options.keep_text ? &text : nullptr);
+  llvm_jit::CompileTimings phases;
+  const std::string object = llvm_jit::compile_object(kernels, symbols, options.keep_text ? &text : nullptr, &phases);
+  const auto t_link = std::chrono::steady_clock::now();
   std::vector<uint64_t> addresses = llvm_jit::load_object(object, symbols);
+  const double link_ms = ms_since(t_link);
   const double compile_ms = ms_since(t0);
   // Written only once the object has linked, so the cache never holds one that does not.
   const bool wrote = !path.empty() && llvm_jit::write_cache_file(path, keys_text, object);
@@ -169,8 +172,11 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
     state().stats.compiled += static_cast<int64_t>(n);
     state().stats.disk_writes += wrote ? 1 : 0;
   }
-  KILN_LOG(perf, "codegen: {} kernel(s) compiled in {:.2f} ms (render + O3 + codegen + link; {} bytes of object{})", n,
-           compile_ms, object.size(), wrote ? ", written to the disk cache" : "");
+  KILN_LOG(perf,
+           "codegen: {} kernel(s) compiled in {:.2f} ms (render {:.2f}, O3 {:.2f}, codegen {:.2f}, link {:.2f}; {} bytes of "
+           "object{})",
+           n, compile_ms, phases.render_ms, phases.optimise_ms, phases.codegen_ms, link_ms, object.size(),
+           wrote ? ", written to the disk cache" : "");
   return finish(addresses, false, options.keep_text ? &text : nullptr);
 }
 
