@@ -1,9 +1,11 @@
 #include "fusion/codegen.h"
 
+#include <link.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -39,6 +41,60 @@ std::string cache_dir() {
 }
 
 namespace {
+
+// The GNU build ID of the library holding this code (empty when it has none): part of the
+// target description, so that a rebuilt kiln (a changed renderer or math library, same version
+// number) never loads objects another build left in the disk cache.
+std::string library_build_id() {
+  struct Search {
+    uintptr_t addr;
+    std::string id;
+  } search{reinterpret_cast<uintptr_t>(&library_build_id), {}};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        auto* s = static_cast<Search*>(data);
+        bool contains = false;
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+          if (ph.p_type == PT_LOAD && s->addr >= lo && s->addr < lo + ph.p_memsz) contains = true;
+        }
+        if (!contains) return 0;
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_NOTE) continue;
+          const char* p = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
+          const char* end = p + ph.p_memsz;
+          while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const auto* note = reinterpret_cast<const ElfW(Nhdr)*>(p);
+            const char* name = p + sizeof(ElfW(Nhdr));
+            const char* desc = name + ((note->n_namesz + 3) & ~3u);
+            if (desc + note->n_descsz > end) break;
+            if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
+              static const char* const kDigits = "0123456789abcdef";
+              for (size_t b = 0; b < note->n_descsz; ++b) {
+                const auto byte = static_cast<unsigned char>(desc[b]);
+                s->id += kDigits[byte >> 4];
+                s->id += kDigits[byte & 15];
+              }
+              return 1;
+            }
+            p = desc + ((note->n_descsz + 3) & ~3u);
+          }
+        }
+        return 1;
+      },
+      &search);
+  return search.id;
+}
+
+std::string kiln_version_description() {
+  static const std::string text = [] {
+    std::string build = library_build_id();
+    return std::string("kiln " KILN_VERSION_STRING) + (build.empty() ? "" : " build " + build.substr(0, 16));
+  }();
+  return text;
+}
 
 bool failure_injected() {
   const char* v = std::getenv("KILN_INJECT_CODEGEN_FAILURE");
@@ -79,7 +135,7 @@ void clear_memory_cache() {
 
 bool codegen_available() { return true; }
 
-std::string target_description() { return llvm_jit::host_description() + " kiln " KILN_VERSION_STRING; }
+std::string target_description() { return llvm_jit::host_description() + " " + kiln_version_description(); }
 
 namespace {
 
@@ -159,8 +215,11 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
   }
 
   llvm_jit::ModuleText text;
-  const std::string object = llvm_jit::compile_object(kernels, symbols, options.keep_text ? &text : nullptr);
+  llvm_jit::CompileTimings phases;
+  const std::string object = llvm_jit::compile_object(kernels, symbols, options.keep_text ? &text : nullptr, &phases);
+  const auto t_link = std::chrono::steady_clock::now();
   std::vector<uint64_t> addresses = llvm_jit::load_object(object, symbols);
+  const double link_ms = ms_since(t_link);
   const double compile_ms = ms_since(t0);
   // Written only once the object has linked, so the cache never holds one that does not.
   const bool wrote = !path.empty() && llvm_jit::write_cache_file(path, keys_text, object);
@@ -169,8 +228,11 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
     state().stats.compiled += static_cast<int64_t>(n);
     state().stats.disk_writes += wrote ? 1 : 0;
   }
-  KILN_LOG(perf, "codegen: {} kernel(s) compiled in {:.2f} ms (render + O3 + codegen + link; {} bytes of object{})", n,
-           compile_ms, object.size(), wrote ? ", written to the disk cache" : "");
+  KILN_LOG(perf,
+           "codegen: {} kernel(s) compiled in {:.2f} ms (render {:.2f}, O3 {:.2f}, codegen {:.2f}, link {:.2f}; {} bytes of "
+           "object{})",
+           n, compile_ms, phases.render_ms, phases.optimise_ms, phases.codegen_ms, link_ms, object.size(),
+           wrote ? ", written to the disk cache" : "");
   return finish(addresses, false, options.keep_text ? &text : nullptr);
 }
 
@@ -247,7 +309,7 @@ std::vector<std::shared_ptr<const CompiledKernel>> compile_kernels(const std::ve
 
 bool codegen_available() { return false; }
 
-std::string target_description() { return "no codegen (built without LLVM) kiln " KILN_VERSION_STRING; }
+std::string target_description() { return "no codegen (built without LLVM) " + kiln_version_description(); }
 
 std::vector<std::shared_ptr<const CompiledKernel>> compile_kernels(const std::vector<const Kernel*>&, const CodegenOptions&) {
   KILN_CHECK(!failure_injected(), "[codegen] failure injected by KILN_INJECT_CODEGEN_FAILURE=",

@@ -20,6 +20,7 @@
 #include <llvm/Target/TargetOptions.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -123,7 +124,8 @@ void optimise(llvm::Module& m, llvm::TargetMachine& tm) {
   llvm::PipelineTuningOptions pto;
   pto.LoopVectorization = true;
   pto.SLPVectorization = true;
-  pto.LoopUnrolling = true;
+  pto.LoopUnrolling = true;  // runtime unrolling is switched off per loop (llvm_render.cpp)
+  pto.LoopInterleaving = true;
   // With the TargetMachine, TargetIRAnalysis answers for the host CPU (AVX2/AVX-512 widths
   // and costs) instead of a generic target.
   llvm::PassBuilder pb(&tm, pto);
@@ -208,11 +210,17 @@ std::string hex64(uint64_t v) {
 const std::string& host_description() { return session().description; }
 
 std::string compile_object(const std::vector<const Kernel*>& kernels, const std::vector<std::string>& symbols,
-                           ModuleText* text) {
+                           ModuleText* text, CompileTimings* timings) {
   Session& s = session();
   s.check();
   KILN_INTERNAL_ASSERT(kernels.size() == symbols.size(), "compile_object: ", kernels.size(), " kernels, ", symbols.size(),
                        " symbols");
+  auto t0 = std::chrono::steady_clock::now();
+  auto lap = [&](double* into) {
+    auto t = std::chrono::steady_clock::now();
+    if (into) *into = std::chrono::duration<double, std::milli>(t - t0).count();
+    t0 = t;
+  };
   std::unique_ptr<llvm::TargetMachine> tm = s.make_target_machine();
   llvm::LLVMContext ctx;  // one per compile: contexts are not thread-safe
   llvm::Module m("kiln_kernels", ctx);
@@ -231,7 +239,9 @@ std::string compile_object(const std::vector<const Kernel*>& kernels, const std:
     os.flush();
     KILN_INTERNAL_ASSERT(!broken, "generated LLVM IR does not verify: ", err);
   }
+  lap(timings ? &timings->render_ms : nullptr);
   optimise(m, *tm);
+  lap(timings ? &timings->optimise_ms : nullptr);
   if (text) {
     text->after.clear();
     for (llvm::Function* f : fns) text->after.push_back(function_text(*f));
@@ -242,6 +252,7 @@ std::string compile_object(const std::vector<const Kernel*>& kernels, const std:
   KILN_CHECK(!tm->addPassesToEmitFile(codegen, os, nullptr, llvm_compat::kObjectFile), "[codegen] LLVM cannot emit object files for ",
              s.triple);
   codegen.run(m);
+  lap(timings ? &timings->codegen_ms : nullptr);
   return std::string(buffer.data(), buffer.size());
 }
 

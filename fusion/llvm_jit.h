@@ -20,11 +20,15 @@ struct ModuleText {
   std::vector<std::string> before, after;
 };
 
+struct CompileTimings {
+  double render_ms = 0, optimise_ms = 0, codegen_ms = 0;  // render includes verification
+};
+
 // Renders kernels[i] as function symbols[i], all into one module; verifies it, runs the O3
 // pipeline for the host CPU once, and emits an ELF object (returned as bytes). Raises
 // kiln::Error (kiln::InternalError for a malformed kernel or module).
 std::string compile_object(const std::vector<const Kernel*>& kernels, const std::vector<std::string>& symbols,
-                           ModuleText* text);
+                           ModuleText* text, CompileTimings* timings = nullptr);
 
 // Adds an object to a fresh JITDylib of the process-wide LLJIT (libm and other process symbols
 // resolve through it) and returns the addresses of `symbols`. Raises kiln::Error on failure.

@@ -187,8 +187,19 @@ class Renderer {
     iv_[dim] = nullptr;
     Value* next = b_.CreateAdd(iv, i64c(1), name + ".next", /*HasNUW=*/false, /*HasNSW=*/true);
     iv->addIncoming(next, b_.GetInsertBlock());
-    b_.CreateCondBr(b_.CreateICmpSLT(next, hi), head, exit);
+    llvm::BranchInst* latch = b_.CreateCondBr(b_.CreateICmpSLT(next, hi), head, exit);
+    latch->setMetadata(llvm::LLVMContext::MD_loop, loop_id());
     b_.SetInsertPoint(exit);
+  }
+  // Loop metadata: no runtime unrolling. O3 would otherwise runtime-unroll the vectorised loops
+  // (x8, with prologue copies, also of outer loops), which multiplied code size and compile time
+  // by 3-4 for no gain: the vectoriser's interleaving already gives the ILP. Full unrolling of
+  // short constant-trip loops stays on.
+  llvm::MDNode* loop_id() {
+    llvm::Metadata* no_runtime = llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.runtime.disable")});
+    llvm::MDNode* id = llvm::MDNode::getDistinct(ctx_, {nullptr, no_runtime});
+    id->replaceOperandWith(0, id);
+    return id;
   }
   // Loops over dims [first, last); dim 0 runs over [begin, end), the others over [0, size).
   template <class Body>

@@ -96,6 +96,11 @@ TEST_F(CodegenTest, Pointwise1DFloat32) {
   ASSERT_NE(ck->fn, nullptr);
   EXPECT_FALSE(ck->from_disk);
   EXPECT_NE(ck->key.find(target_description()), std::string::npos);
+  // "x86_64 znver3 +avx +avx2 ... llvm 14.0.6 kiln 0.1.0 build 5b44a392eb9f7033"
+  const std::string target = target_description();
+  EXPECT_NE(target.find(" llvm "), std::string::npos) << target;
+  EXPECT_NE(target.find(" kiln "), std::string::npos) << target;
+  EXPECT_NE(target.find(" build "), std::string::npos) << target;
   std::vector<float> xs(n), ys(n, -1);
   for (int64_t i = 0; i < n; ++i) xs[i] = static_cast<float>(i) * 0.5f - 3;
   run_kernel(*ck, {xs.data(), ys.data()}, {}, 0, n);
