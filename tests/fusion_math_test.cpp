@@ -178,21 +178,26 @@ std::vector<std::pair<ExprOp, DType>> inline_fns() {
   return v;
 }
 
-// One module with every function, per FMA setting, compiled on first use.
-const MathJit& jit(bool fma) {
-  static std::map<bool, std::unique_ptr<MathJit>> jits;
-  auto& j = jits[fma];
-  if (!j) j = std::make_unique<MathJit>(inline_fns(), fma);
+// Compiled on first use and kept: one module per function (a test process compiles only what
+// it runs), or one with every function.
+const MathJit& jit(const std::vector<std::pair<ExprOp, DType>>& fns, bool fma) {
+  static std::map<std::pair<std::vector<std::pair<ExprOp, DType>>, bool>, std::unique_ptr<MathJit>> jits;
+  auto& j = jits[{fns, fma}];
+  if (!j) j = std::make_unique<MathJit>(fns, fma);
   return *j;
 }
 
 template <class T>
+constexpr DType dtype_of = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
+
+template <class T>
 std::vector<T> run(bool fma, ExprOp op, const std::vector<T>& x) {
-  constexpr DType dt = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
   std::vector<T> y(x.size());
-  jit(fma).fn(op, dt)(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  jit({{op, dtype_of<T>}}, fma).fn(op, dtype_of<T>)(x.data(), y.data(), static_cast<int64_t>(x.size()));
   return y;
 }
+
+bool host_has_fma() { return jit({{ExprOp::Exp, DType::Float32}}, true).host_has_fma(); }
 
 // ---- references and ulp errors ------------------------------------------------------------
 
@@ -362,7 +367,7 @@ void check_accuracy(ExprOp op) {
     std::vector<T> y = run<T>(fma, op, x);
     Worst w = max_error<T>(op, x, y, ref);
     std::printf("| %-6s | %s | %-8s | %.3f | %.9g | %zu |\n", expr_op_name(op), dt == DType::Float32 ? "float32" : "float64",
-                fma ? (jit(true).host_has_fma() ? "fma" : "host") : "no fma", w.ulp, w.at, w.count);
+                fma ? (host_has_fma() ? "fma" : "host") : "no fma", w.ulp, w.at, w.count);
     EXPECT_LE(w.ulp, b) << expr_op_name(op) << (fma ? "" : " without FMA") << " at x = " << w.at;
   }
 }
@@ -381,6 +386,178 @@ KILN_ACCURACY_TEST(Tanh)
 KILN_ACCURACY_TEST(Erf)
 KILN_ACCURACY_TEST(Sin)
 KILN_ACCURACY_TEST(Cos)
+
+// ---- special values, exactly ------------------------------------------------------------
+
+struct Exact {
+  ExprOp op;
+  double x, y;  // y NaN: any NaN; zeros compare with their sign
+};
+
+template <class T>
+std::vector<Exact> exact_cases() {
+  using L = std::numeric_limits<T>;
+  constexpr bool f32 = std::is_same_v<T, float>;
+  const double inf = INFINITY, nan = NAN, dmin = L::denorm_min(), nmin = L::min(), max = L::max();
+  std::vector<Exact> v = {
+      {ExprOp::Exp, inf, inf}, {ExprOp::Exp, -inf, 0}, {ExprOp::Exp, nan, nan}, {ExprOp::Exp, 0.0, 1},
+      {ExprOp::Exp, -0.0, 1}, {ExprOp::Exp, dmin, 1}, {ExprOp::Exp, -dmin, 1}, {ExprOp::Exp, 1e-30, 1},
+      {ExprOp::Exp, 1000, inf}, {ExprOp::Exp, -1000, 0}, {ExprOp::Exp, max, inf}, {ExprOp::Exp, -max, 0},
+      {ExprOp::Exp2, inf, inf}, {ExprOp::Exp2, -inf, 0}, {ExprOp::Exp2, nan, nan}, {ExprOp::Exp2, 0.0, 1},
+      {ExprOp::Exp2, -0.0, 1}, {ExprOp::Exp2, 1, 2}, {ExprOp::Exp2, 10, 1024}, {ExprOp::Exp2, -3, 0.125},
+      {ExprOp::Exp2, 5000, inf}, {ExprOp::Exp2, -5000, 0},
+      {ExprOp::Expm1, inf, inf}, {ExprOp::Expm1, -inf, -1}, {ExprOp::Expm1, nan, nan}, {ExprOp::Expm1, 0.0, 0.0},
+      {ExprOp::Expm1, -0.0, -0.0}, {ExprOp::Expm1, dmin, dmin}, {ExprOp::Expm1, -dmin, -dmin},
+      {ExprOp::Expm1, nmin, nmin}, {ExprOp::Expm1, -nmin, -nmin}, {ExprOp::Expm1, 1000, inf},
+      {ExprOp::Expm1, -1000, -1}, {ExprOp::Expm1, -max, -1},
+      {ExprOp::Log, 0.0, -inf}, {ExprOp::Log, -0.0, -inf}, {ExprOp::Log, -1, nan}, {ExprOp::Log, -dmin, nan},
+      {ExprOp::Log, -inf, nan}, {ExprOp::Log, inf, inf}, {ExprOp::Log, nan, nan}, {ExprOp::Log, 1, 0.0},
+      {ExprOp::Log2, 0.0, -inf}, {ExprOp::Log2, -0.0, -inf}, {ExprOp::Log2, -1, nan}, {ExprOp::Log2, -inf, nan},
+      {ExprOp::Log2, inf, inf}, {ExprOp::Log2, nan, nan}, {ExprOp::Log2, 1, 0.0}, {ExprOp::Log2, 2, 1},
+      {ExprOp::Log2, 0.5, -1}, {ExprOp::Log2, 1024, 10}, {ExprOp::Log2, dmin, f32 ? -149 : -1074},
+      {ExprOp::Log2, nmin, f32 ? -126 : -1022}, {ExprOp::Log2, max, f32 ? 128 : 1024},
+      {ExprOp::Log10, 0.0, -inf}, {ExprOp::Log10, -0.0, -inf}, {ExprOp::Log10, -1, nan}, {ExprOp::Log10, -inf, nan},
+      {ExprOp::Log10, inf, inf}, {ExprOp::Log10, nan, nan}, {ExprOp::Log10, 1, 0.0}, {ExprOp::Log10, 10, 1},
+      {ExprOp::Log10, 100, 2}, {ExprOp::Log10, 1000, 3},
+      {ExprOp::Log1p, 0.0, 0.0}, {ExprOp::Log1p, -0.0, -0.0}, {ExprOp::Log1p, -1, -inf}, {ExprOp::Log1p, -2, nan},
+      {ExprOp::Log1p, -inf, nan}, {ExprOp::Log1p, inf, inf}, {ExprOp::Log1p, nan, nan}, {ExprOp::Log1p, dmin, dmin},
+      {ExprOp::Log1p, -dmin, -dmin}, {ExprOp::Log1p, nmin, nmin}, {ExprOp::Log1p, -nmin, -nmin},
+      {ExprOp::Tanh, 0.0, 0.0}, {ExprOp::Tanh, -0.0, -0.0}, {ExprOp::Tanh, inf, 1}, {ExprOp::Tanh, -inf, -1},
+      {ExprOp::Tanh, nan, nan}, {ExprOp::Tanh, 20, 1}, {ExprOp::Tanh, -20, -1}, {ExprOp::Tanh, max, 1},
+      {ExprOp::Tanh, -max, -1}, {ExprOp::Tanh, dmin, dmin}, {ExprOp::Tanh, -dmin, -dmin}, {ExprOp::Tanh, nmin, nmin},
+      {ExprOp::Erf, 0.0, 0.0}, {ExprOp::Erf, -0.0, -0.0}, {ExprOp::Erf, inf, 1}, {ExprOp::Erf, -inf, -1},
+      {ExprOp::Erf, nan, nan}, {ExprOp::Erf, 6, 1}, {ExprOp::Erf, -6, -1}, {ExprOp::Erf, max, 1},
+      {ExprOp::Erf, -max, -1}, {ExprOp::Erf, dmin, dmin}, {ExprOp::Erf, -dmin, -dmin},
+  };
+  if (f32) {
+    v.insert(v.end(), {{ExprOp::Exp, 89, inf}, {ExprOp::Exp, -104, 0}, {ExprOp::Exp2, 127, 0x1p127},
+                       {ExprOp::Exp2, 128, inf}, {ExprOp::Exp2, -126, 0x1p-126}, {ExprOp::Exp2, -149, 0x1p-149},
+                       {ExprOp::Exp2, -150, 0}, {ExprOp::Expm1, 89, inf}, {ExprOp::Expm1, -20, -1}});
+  } else {
+    v.insert(v.end(), {{ExprOp::Exp, 710, inf}, {ExprOp::Exp, -746, 0}, {ExprOp::Exp2, 1023, 0x1p1023},
+                       {ExprOp::Exp2, 1024, inf}, {ExprOp::Exp2, -1022, 0x1p-1022}, {ExprOp::Exp2, -1074, 0x1p-1074},
+                       {ExprOp::Exp2, -1075, 0}, {ExprOp::Expm1, 710, inf}, {ExprOp::Expm1, -40, -1}});
+  }
+  return v;
+}
+
+bool same(double got, double want) {
+  if (std::isnan(want)) return std::isnan(got);
+  return got == want && std::signbit(got) == std::signbit(want);
+}
+
+template <class T>
+void check_exact() {
+  for (const Exact& c : exact_cases<T>()) {
+    if (!has_inline_math(c.op, dtype_of<T>)) continue;
+    for (bool fma : {true, false}) {
+      T y = run<T>(fma, c.op, {static_cast<T>(c.x)})[0];
+      EXPECT_TRUE(same(y, static_cast<T>(c.y)))
+          << expr_op_name(c.op) << "(" << c.x << ") = " << y << ", expected " << c.y << (fma ? "" : " (no FMA)");
+    }
+  }
+  // Every special value: NaN exactly when the reference is NaN (a NaN input's sign does not
+  // matter), infinities and zeros (with their sign) exactly as the rounded reference, and
+  // subnormal results (exp, exp2 near underflow) within the bound.
+  for (ExprOp op : kAllOps) {
+    if (!has_inline_math(op, dtype_of<T>)) continue;
+    std::vector<T> x = special_values<T>();
+    for (bool fma : {true, false}) {
+      std::vector<T> y = run<T>(fma, op, x);
+      for (size_t i = 0; i < x.size(); ++i) {
+        Ref<T> ref = reference<Ref<T>>(op, static_cast<Ref<T>>(x[i]));
+        T want = static_cast<T>(ref);
+        if (std::isnan(want) || std::isinf(want) || want == 0 || std::isinf(y[i]) || y[i] == 0)
+          EXPECT_TRUE(same(y[i], want)) << expr_op_name(op) << "(" << x[i] << ") = " << y[i] << ", libm gives "
+                                        << want << (fma ? "" : " (no FMA)");
+        double b = dtype_of<T> == DType::Float32 ? bound(op).first : bound(op).second;
+        EXPECT_LE(ulp_error<T>(y[i], ref), b) << expr_op_name(op) << "(" << x[i] << ") = " << y[i];
+      }
+    }
+  }
+}
+
+TEST(FusionMath, SpecialValuesFloat32) { check_exact<float>(); }
+TEST(FusionMath, SpecialValuesFloat64) { check_exact<double>(); }
+
+// NaN in, NaN out, whatever its sign and payload.
+TEST(FusionMath, NanPropagates) {
+  for (ExprOp op : kAllOps) {
+    if (has_inline_math(op, DType::Float32)) {
+      std::vector<float> x = {std::bit_cast<float>(0x7fc00001u), std::bit_cast<float>(0xffc00000u),
+                              std::bit_cast<float>(0x7fbfffffu)};
+      for (float y : run<float>(true, op, x)) EXPECT_TRUE(std::isnan(y)) << expr_op_name(op);
+    }
+    if (has_inline_math(op, DType::Float64)) {
+      std::vector<double> x = {std::bit_cast<double>(0x7ff8000000000001ull), std::bit_cast<double>(0xfff8000000000000ull),
+                               std::bit_cast<double>(0x7ff7ffffffffffffull)};
+      for (double y : run<double>(true, op, x)) EXPECT_TRUE(std::isnan(y)) << expr_op_name(op);
+    }
+  }
+}
+
+// ---- code shape ----------------------------------------------------------------------------
+
+// The functions this module promises inline for both float dtypes (docs/fusion_math.md), and
+// nothing for other dtypes or ops.
+TEST(FusionMath, Coverage) {
+  for (ExprOp op : {ExprOp::Exp, ExprOp::Exp2, ExprOp::Expm1, ExprOp::Log, ExprOp::Log2, ExprOp::Log10, ExprOp::Log1p,
+                    ExprOp::Tanh, ExprOp::Erf}) {
+    EXPECT_TRUE(has_inline_math(op, DType::Float32)) << expr_op_name(op);
+    EXPECT_TRUE(has_inline_math(op, DType::Float64)) << expr_op_name(op);
+    for (DType dt : {DType::Float16, DType::BFloat16, DType::Int32, DType::Int64, DType::Bool})
+      EXPECT_FALSE(has_inline_math(op, dt)) << expr_op_name(op);
+  }
+  for (ExprOp op : {ExprOp::Tan, ExprOp::Sqrt, ExprOp::Pow, ExprOp::Fmod, ExprOp::Add, ExprOp::Floor})
+    EXPECT_FALSE(has_inline_math(op, DType::Float32)) << expr_op_name(op);
+}
+
+// The loops vectorise (the vectoriser only takes straight-line code without calls), and the
+// only calls left are LLVM intrinsics (fmuladd), never libm.
+TEST(FusionMath, LoopsVectoriseWithoutCalls) {
+  const MathJit& j = jit(inline_fns(), true);
+  for (auto [op, dt] : inline_fns()) {
+    const std::string& ir = j.ir(op, dt);
+    std::regex vec(dt == DType::Float32 ? R"(<(\d+) x float>)" : R"(<(\d+) x double>)");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(ir, m, vec)) << fn_name(op, dt) << " did not vectorise:\n" << ir;
+    EXPECT_GE(std::stoi(m[1]), 2) << fn_name(op, dt);
+    std::printf("%s: <%s x %s>\n", fn_name(op, dt).c_str(), m[1].str().c_str(), dt == DType::Float32 ? "float" : "double");
+    std::regex call(R"(call [^@]*@([\w.]+))");
+    for (auto it = std::sregex_iterator(ir.begin(), ir.end(), call); it != std::sregex_iterator(); ++it)
+      EXPECT_EQ((*it)[1].str().rfind("llvm.", 0), 0u) << fn_name(op, dt) << " calls " << (*it)[1];
+  }
+}
+
+// ---- agreement with eager -----------------------------------------------------------------
+
+// float32 exp/log/tanh/erf follow kernels/scalar_math.h operation for operation: with FMA in
+// the target (llvm.fmuladd fused where eager calls fmaf) the bits are eager's; without, within
+// the accuracy bounds of both.
+TEST(FusionMath, Float32MatchesEager) {
+  struct Case {
+    ExprOp op;
+    float (*eager)(float);
+  };
+  for (Case c : {Case{ExprOp::Exp, math::exp_f32}, Case{ExprOp::Log, math::log_f32}, Case{ExprOp::Tanh, math::tanh_f32},
+                 Case{ExprOp::Erf, math::erf_f32}}) {
+    std::vector<float> x = sweep<float>(c.op, kSweep / 4);
+    std::vector<float> y = run<float>(true, c.op, x);
+    size_t differ = 0;
+    int64_t max_dist = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      float want = c.eager(x[i]);
+      if (std::isnan(want) && std::isnan(y[i])) continue;
+      int64_t d = std::abs(int64_t{to_ordered(y[i])} - int64_t{to_ordered(want)});
+      differ += d != 0;
+      max_dist = std::max(max_dist, d);
+    }
+    std::printf("%s float32 vs eager: %zu of %zu differ, by at most %lld ulp\n", expr_op_name(c.op), differ, x.size(),
+                static_cast<long long>(max_dist));
+    if (host_has_fma()) EXPECT_EQ(differ, 0u) << expr_op_name(c.op);
+    else EXPECT_LE(max_dist, 2) << expr_op_name(c.op);
+  }
+}
 
 }  // namespace
 }  // namespace kiln::fusion
