@@ -4,6 +4,7 @@
 #include <llvm/IR/DerivedTypes.h>
 #include <llvm/IR/Intrinsics.h>
 
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 
@@ -447,6 +448,53 @@ Value* erf_f64(Em& e, Value* x) {
   return e.with_sign(res, sign);
 }
 
+// float32 sin/cos, evaluated in double. Range reduction for every finite x (Payne-Hanek without a
+// table): |x| * 2/pi mod 4 from five 24-bit chunks of 2/pi, the window chosen by the magnitude of
+// x with selects (chunks j0..j0+4, j0 = floor((E-2)/24) for x = m 2^E, m < 2^24, so that the
+// bit of weight 2 mod 4 is in). Each product
+// |x| * chunk is exact (24 x 24 bits); the two leading ones are reduced mod 4 exactly, and the
+// rest summed with two-sums, which leaves x mod pi/2 with an absolute error below 2^-70.
+Value* sincos_f32(Em& e, llvm::IRBuilderBase& b, Value* x, bool is_cos) {
+  Em d(b, same_shape(x->getType(), llvm::Type::getDoubleTy(x->getContext())));
+  static constexpr double kChunks[9] = {
+      0x1.45f3060000000p-1,   0x1.b939100000000p-26,  0x1.529fc00000000p-52,
+      0x1.3abe880000000p-75,  0x1.ea69ba0000000p-97,  0x1.81b6c40000000p-121,
+      0x1.2b32780000000p-145, 0x1.0e41040000000p-170, 0x1.fca2c60000000p-193};
+  Value* a = e.fabs(x);
+  Value* ad = b.CreateFPExt(a, d.type());
+  Value* above[4];  // j0 >= 1 .. 4
+  for (int i = 0; i < 4; ++i) above[i] = e.ge(a, e.c(std::ldexp(1.0, 49 + 24 * i)));
+  Value* t[5];
+  for (int i = 0; i < 5; ++i) {
+    Value* chunk = d.c(kChunks[i]);
+    for (int j = 0; j < 4; ++j) chunk = d.sel(above[j], d.c(kChunks[i + j + 1]), chunk);
+    t[i] = d.mul(ad, chunk);  // exact
+  }
+  auto mod4 = [&](Value* v) { return d.sub(v, d.mul(d.c(4.0), d.round_int(d.mul(v, d.c(0.25))).first)); };
+  auto [hi, hi_err] = d.two_sum(mod4(t[0]), mod4(t[1]));
+  auto [q1, q1i] = d.round_int(hi);
+  auto [f, f_err] = d.two_sum(d.sub(hi, q1), t[2]);
+  Value* lo = d.add(d.add(d.add(f_err, hi_err), t[3]), t[4]);
+  auto [q2, q2i] = d.round_int(f);  // f in [-3/4, 3/4]: centre it again
+  Value* q = d.iadd(q1i, q2i);
+  Value* r = d.mul(d.add(d.sub(f, q2), lo), d.c(0x1.921fb54442d18p+0));  // |r| <= pi/4
+  Value* z = d.mul(r, r);
+  Value* sin_r = d.add(r, d.mul(d.mul(r, z), d.horner(z, {-0x1.555555545ab2fp-3, 0x1.11110de91ab35p-7,
+                                                              -0x1.a013a105d9ac7p-13, 0x1.6dbc436595cccp-19})));
+  Value* cos_r = d.add(d.c(1.0), d.add(d.mul(d.c(-0.5), z),
+                                       d.mul(d.mul(z, z), d.horner(z, {0x1.5555555502198p-5, -0x1.6c16bf5252191p-10,
+                                                                       0x1.a015c1b43e57ep-16, -0x1.25238d93a7eaep-22}))));
+  // x = (q + f) pi/2: sin takes cos_r in odd quadrants and is negative in quadrants 2, 3; cos is
+  // sin shifted by one quadrant.
+  Value* odd = b.CreateICmpNE(d.iand(q, d.ci(1)), d.ci(0));
+  Value* v = is_cos ? d.sel(odd, sin_r, cos_r) : d.sel(odd, cos_r, sin_r);
+  Value* neg = b.CreateICmpNE(d.iand(is_cos ? d.iadd(q, d.ci(1)) : q, d.ci(2)), d.ci(0));
+  v = d.sel(neg, d.neg(v), v);
+  Value* y = b.CreateFPTrunc(v, e.type());
+  if (!is_cos) y = e.from_bits(b.CreateXor(e.bits(y), e.sign_bit(x)));  // sin is odd
+  return e.sel(e.eq(a, e.inf()), e.nan(), y);  // NaN flows through
+}
+
 // A float32 function evaluated with the float64 algorithm: one rounding at the end.
 Value* via_f64(Em& e, llvm::IRBuilderBase& b, Value* (*f)(Em&, Value*), Value* x) {
   Em d(b, same_shape(x->getType(), llvm::Type::getDoubleTy(x->getContext())));
@@ -468,6 +516,9 @@ bool has_inline_math(ExprOp op, DType dtype) {
     case ExprOp::Tanh:
     case ExprOp::Erf:
       return true;
+    case ExprOp::Sin:
+    case ExprOp::Cos:
+      return dtype == DType::Float32;  // float64 needs ~1100 bits of 2/pi: libm
     default:
       return false;
   }
@@ -496,6 +547,8 @@ llvm::Value* emit_math(llvm::IRBuilderBase& b, ExprOp op, llvm::Value* x) {
       case ExprOp::Log1p: return via_f64(e, b, log1p_f64, x);
       case ExprOp::Tanh: return tanh_f32(e, x);
       case ExprOp::Erf: return erf_f32(e, x);
+      case ExprOp::Sin: return sincos_f32(e, b, x, false);
+      case ExprOp::Cos: return sincos_f32(e, b, x, true);
       default: break;
     }
   } else {
