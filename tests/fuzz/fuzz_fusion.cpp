@@ -27,8 +27,11 @@
 // The program runs eagerly, then through a fresh jit::compile'd function (jit::reset() first)
 // called three times — trace + compile, trace + cache hit, replay — each call on freshly built
 // arguments; every output of every call is compared with eager (and once more after the last call:
-// a later call must not overwrite an earlier result). A quarter of the cases compile with
-// `dynamic = true`, an eighth with `async = true`.
+// a later call must not overwrite an earlier result). Half of the programs are then called twice
+// more with one argument size grown (every argument dim of that size: a recompile, or the symbolic
+// sizes of a dynamic entry), compared with eager at those sizes (unless eager rejects them), and
+// once more with the first arguments. A quarter of the cases compile with `dynamic = true`, an
+// eighth with `async = true`.
 // With --backward, floating inputs are leaves requiring grad (with their layouts: a leaf may be
 // a transposed or expanded view), and the function sets their .grad to none (as zero_grad() does),
 // then backpropagates sum_k (out_k * w_k).sum() over its floating outputs that require grad (w_k:
@@ -77,6 +80,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -280,7 +284,43 @@ struct Program {
   std::vector<int> outputs;
   bool dynamic = false, async = false;
   uint64_t weight_seed = 0;  // --backward: the loss weights
+  // After the three calls, the same compiled function is called twice with every argument dim of
+  // size resize_from grown to resize_to, then once more with the first sizes (0: not done).
+  int64_t resize_from = 0, resize_to = 0;
 };
+
+// The program's arguments with every dim of size `from` grown to `to` (bases follow the layout).
+Program resized(const Program& p) {
+  Program q = p;
+  for (Node& n : q.nodes) {
+    if (!n.is_input || n.in.alias_of >= 0) continue;
+    InputSpec& s = n.in;
+    const Shape old_shape = s.shape, old_base = s.base;
+    for (auto& d : s.shape)
+      if (d == p.resize_from) d = p.resize_to;
+    switch (s.layout) {
+      case Layout::Contiguous: s.base = s.shape; break;
+      case Layout::Permuted:
+        for (size_t j = 0; j < s.perm.size(); ++j) s.base[static_cast<size_t>(s.perm[j])] = s.shape[j];
+        break;
+      case Layout::Strided:
+      case Layout::Offset: {
+        const size_t d = static_cast<size_t>(s.dim);
+        s.base = s.shape;
+        s.base[d] = s.layout == Layout::Strided ? s.shape[d] * s.step + s.start
+                                                : s.shape[d] + (old_base[d] - old_shape[d]);  // same padding
+        break;
+      }
+      case Layout::Expanded: {
+        const size_t lead = s.shape.size() - s.base.size();
+        for (size_t j = 0; j < s.base.size(); ++j)
+          if (s.base[j] != 1) s.base[j] = s.shape[lead + j];
+        break;
+      }
+    }
+  }
+  return q;
+}
 
 // --self-test: the compiled side computes tanh(x) * 1.001, a planted bug the fuzzer must find and
 // shrink to (nearly) the lone tanh.
@@ -821,7 +861,7 @@ std::string first_difference(const Side& got, const Side& want) {
 
 struct JitTotals {
   int64_t cases = 0, nodes = 0, both_raise = 0, compiles = 0, replays = 0, fused_kernels = 0, codegen_fallbacks = 0,
-          eager_fallbacks = 0, graph_breaks = 0, recompiles = 0, dynamic = 0, async = 0, backward_cases = 0;
+          eager_fallbacks = 0, graph_breaks = 0, recompiles = 0, dynamic = 0, async = 0, backward_cases = 0, resized = 0;
 };
 JitTotals g_totals;
 
@@ -843,11 +883,14 @@ Result check(const Program& p, const Config& cfg, bool count) {
   const bool bwd = cfg.backward;
   auto body = [&p, bwd](const TensorList& a) { return run_program(p, a, bwd); };
   // Eager, once without weights to learn the outputs (for the weights), then for real.
-  TensorList weights;
-  if (bwd) {
-    Side probe = run_side([&](const TensorList& a) { NoGradGuard g; return run_program(p, a, false); }, make_args(p, {}, false));
-    if (!probe.raised) weights = loss_weights(p, probe.r.outs);
-  }
+  auto weights_for = [bwd](const Program& q) {
+    TensorList w;
+    if (!bwd) return w;
+    Side probe = run_side([&](const TensorList& a) { NoGradGuard g; return run_program(q, a, false); }, make_args(q, {}, false));
+    if (!probe.raised) w = loss_weights(q, probe.r.outs);
+    return w;
+  };
+  const TensorList weights = weights_for(p);
   Side want = run_side(body, make_args(p, weights, bwd));
   if (want.internal) return {Verdict::InternalError, "eager: " + want.error};
   want.r.outs = snapshot(want.r.outs);
@@ -894,6 +937,33 @@ Result check(const Program& p, const Config& cfg, bool count) {
       kept.push_back(got);
     }
   }
+  // New sizes (a recompile, or the symbolic sizes of a dynamic entry), then the first ones again.
+  bool resized_run = false;
+  if (res.verdict == Verdict::Agree && !want.raised && p.resize_from > 0) {
+    const Program q = resized(p);
+    const TensorList weights2 = weights_for(q);
+    Side want2 = run_side([&q, bwd](const TensorList& a) { return run_program(q, a, bwd); }, make_args(q, weights2, bwd));
+    want2.r.outs = snapshot(want2.r.outs);
+    if (want2.internal) res = {Verdict::InternalError, "eager (resized arguments): " + want2.error};
+    // A program whose ops fit only the first sizes (a reshape to fixed sizes...) raises: skipped.
+    resized_run = !want2.raised && res.verdict == Verdict::Agree;
+    const Args leaves2 = make_args(q, weights2, bwd);
+    for (int call = 4; call <= 6 && resized_run && res.verdict == Verdict::Agree; ++call) {
+      const bool first_sizes = call == 6;
+      const Program& pc = first_sizes ? p : q;
+      Side got = run_side(compiled, make_args(pc, first_sizes ? weights : weights2, bwd,
+                                              bwd ? (first_sizes ? &leaves : &leaves2) : nullptr));
+      const Side& w = first_sizes ? want : want2;
+      const std::string which = "call " + std::to_string(call) + " (dims of size " + std::to_string(p.resize_from) +
+                                (first_sizes ? " again" : " now " + std::to_string(p.resize_to)) + "): ";
+      if (got.internal) res = {Verdict::InternalError, which + got.error};
+      else if (got.raised) res = {Verdict::OnlyCompiledRaises, which + got.error};
+      else {
+        std::string d = first_difference(got, w);
+        if (!d.empty()) res = {Verdict::ValueMismatch, which + d};
+      }
+    }
+  }
   // Results of earlier calls must survive later calls (buffers reused by a replay...).
   for (size_t k = 0; k < kept.size() && res.verdict == Verdict::Agree; ++k) {
     std::string d = first_difference(kept[k], want);
@@ -911,6 +981,7 @@ Result check(const Program& p, const Config& cfg, bool count) {
     g_totals.recompiles += static_cast<int64_t>(s.recompiles.size());
     if (res.verdict == Verdict::BothRaise) ++g_totals.both_raise;
     if (bwd && weights.size() > 0) ++g_totals.backward_cases;
+    if (resized_run) ++g_totals.resized;
   }
   return res;
 }
@@ -940,6 +1011,7 @@ class Generator {
       if (step()) ++made;
     if (bad_case) add_bad_node();
     choose_outputs();
+    choose_resize();
     return p_;
   }
 
@@ -1667,6 +1739,23 @@ class Generator {
     }
   }
 
+  // Half of the programs are called again with one size grown: the most common argument dim >= 2.
+  void choose_resize() {
+    if (!coin(0.5)) return;
+    std::map<int64_t, int> count;
+    for (const Node& n : p_.nodes)
+      if (n.is_input && n.in.alias_of < 0)
+        for (int64_t d : n.in.shape)
+          if (d >= 2) ++count[d];
+    int best = 0;
+    for (auto [size, c] : count)
+      if (c > best) {
+        best = c;
+        p_.resize_from = size;
+      }
+    if (best > 0) p_.resize_to = p_.resize_from + pick(1, 4);
+  }
+
   void choose_outputs() {
     const int n = static_cast<int>(p_.nodes.size());
     std::vector<bool> used(static_cast<size_t>(n), false);
@@ -1754,6 +1843,9 @@ std::string print_program(const Program& p, const Config& cfg) {
   os << "  auto cf = jit::compile(f, {.dynamic = " << (p.dynamic ? "true" : "false")
      << ", .backend = " << (cfg.backend == jit::Backend::Native ? "Backend::Native" : "Backend::Interpreter")
      << ", .async = " << (p.async ? "true" : "false") << "});  // called 3 times: trace, cached, replay\n";
+  if (p.resize_from > 0)
+    os << "  // then twice with every argument dim of size " << p.resize_from << " grown to " << p.resize_to
+       << " (same values' seeds), then once more with the first arguments\n";
   return os.str();
 }
 
@@ -1919,6 +2011,14 @@ class Shrinker {
           progress = true;
         }
       }
+      if (p.resize_from > 0) {
+        Program q = p;
+        q.resize_from = q.resize_to = 0;
+        if (still_fails(q)) {
+          p = q;
+          progress = true;
+        }
+      }
     }
     return p;
   }
@@ -2064,14 +2164,15 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const char* backend = cfg.backend == jit::Backend::Native ? "native" : "interpreter";
   std::printf(
-      "fuzz_fusion: seed %llu, %lld cases (%lld nodes; %lld dynamic, %lld async%s) agree, backend %s, %.1f s\n"
+      "fuzz_fusion: seed %llu, %lld cases (%lld nodes; %lld dynamic, %lld async, %lld called again resized%s) agree, "
+      "backend %s, %.1f s\n"
       "  %lld cases raised in eager and compiled alike; %lld of %lld compared tensors bitwise equal; worst "
       "|diff|/allowed %.3g\n"
       "  jit: %lld compiles, %lld replays, %lld fused kernels, %lld codegen fallbacks, %lld eager fallbacks, "
       "%lld graph breaks, %lld recompiles\n",
       static_cast<unsigned long long>(cfg.seed), static_cast<long long>(ran), static_cast<long long>(g_totals.nodes),
       static_cast<long long>(g_totals.dynamic), static_cast<long long>(g_totals.async),
-      cfg.backward ? (", " + std::to_string(g_totals.backward_cases) + " with a backward").c_str() : "", backend, secs,
+      static_cast<long long>(g_totals.resized), cfg.backward ? (", " + std::to_string(g_totals.backward_cases) + " with a backward").c_str() : "", backend, secs,
       static_cast<long long>(g_totals.both_raise), static_cast<long long>(g_compare.bitwise),
       static_cast<long long>(g_compare.tensors), g_compare.worst, static_cast<long long>(g_totals.compiles),
       static_cast<long long>(g_totals.replays), static_cast<long long>(g_totals.fused_kernels),
