@@ -1,0 +1,524 @@
+// The fusion backend's benchmarks (issue 5), every ratio measured side by side in one run:
+//   (1) Triad: STREAM triad a = b + s*c on 16M float32 through kiln::cpu::parallel_for (the
+//       library's thread pool, KILN_BENCH_THREADS threads, default 2): the bandwidth ceiling.
+//   (2) Chain: ((x*1.5 + y).relu() * z).tanh() + x, float32, 16M and 1K elements.
+//   (3) SoftmaxWritten / LayerNormWritten over [4096, 1024] float32: softmax written out as
+//       e = (x - x.amax(-1, true)).exp(); e / e.sum(-1, true), layer_norm as
+//       (x - mean) / sqrt(var(correction 0) + eps) * w + b; against kiln's built-in kiln::softmax /
+//       kiln::layer_norm called eagerly (variant `builtin`).
+//   (4) MLPStep: 784-256-256-10 training step (cross_entropy, backward, optimizer step), batch 64
+//       (SGD + momentum, and Adam) and 512 (Adam).
+//   (5) EncoderLayer: nn::TransformerEncoderLayer (d_model 256, 4 heads, ff 1024, dropout 0.1,
+//       seq 128, batch 8) forward + backward of out.pow(2).mean().
+// Variants of each workload (benchmark names <workload>/<variant>):
+//   eager        the function called directly
+//   compiled     jit::compile, Backend::Native (fused LLVM kernels; the interpreter until they land)
+//   interpreter  jit::compile, Backend::Interpreter (every node through the eager kernels)
+//   builtin      (3 only) kiln's own softmax / layer_norm, eager
+// and <workload>/paired, which runs all variants in alternating blocks inside one benchmark (so they
+// share the machine's load; at least 1 s) and reports per-variant times `<variant>_us` (median
+// per call over the blocks) and ratios
+// `speedup_<variant>` = eager time / variant time (> 1: faster than eager); for (3) also
+// `compiled_vs_builtin` = builtin time / compiled time. Bandwidth-bound workloads report `GBps`
+// (minimal traffic: every input read once and the output written once — 16 bytes per element for
+// the chain, 8 for softmax, 8 + 8/rows for layer_norm, 12 for the triad) and `of_triad` = GBps /
+// the triad's GB/s measured at start-up in the same process (best of 10).
+// Counters `matches` = 1 when the variant's results equal eager's after warm-up (rtol 1e-4, atol
+// 1e-5; the encoder layer's dropout draws the same numbers when the generator is re-seeded).
+// Counters from jit::stats() over the timed loop: replays/it, captures/it, fused_kernels (plans).
+//
+//   ./build/bench/bench_fusion --benchmark_out=bench/fusion.json --benchmark_out_format=json
+//   python3 bench/ratio.py bench/fusion.json eager compiled
+//   scripts/bench_fusion.sh      (build, run, compile latency, summary against the issue's targets)
+//
+// (6) Compile latency, in a fresh process: `bench_fusion --compile-latency` prints one JSON object
+// with the wall time of the first call of a freshly compiled MLP training step (784-256-256-10,
+// Adam, batch 64; jit::reset() first; one eager step first so oneDNN's own kernel JIT and the
+// allocator are warm) and of the steady calls, plus jit::stats()'s capture/passes/fusion/codegen
+// times and kernel counts. The disk kernel cache is $KILN_CACHE_DIR: run it twice with the same
+// empty directory for the cold and the warm-disk-cache figures (scripts/bench_fusion.sh does).
+#include <benchmark/benchmark.h>
+#include <kiln/kiln.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+namespace {
+
+using namespace kiln;
+using Clock = std::chrono::steady_clock;
+
+int bench_threads() {
+  const char* t = std::getenv("KILN_BENCH_THREADS");
+  return t ? std::atoi(t) : 2;
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// --- (1) STREAM triad -------------------------------------------------------------------------
+
+constexpr int64_t k16M = int64_t(1) << 24;
+double g_triad_gbps = 0;
+
+struct TriadArrays {
+  std::vector<float> a, b, c;
+  TriadArrays() : a(k16M, 0.0f), b(k16M, 1.0f), c(k16M, 2.0f) {}
+  void run(float s) {
+    float* __restrict pa = a.data();
+    const float* __restrict pb = b.data();
+    const float* __restrict pc = c.data();
+    cpu::parallel_for(k16M, cpu::kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) pa[i] = pb[i] + s * pc[i];
+    });
+  }
+};
+
+double measure_triad_gbps() {
+  TriadArrays t;
+  t.run(3.0f);  // first touch
+  double best = 1e30;
+  for (int rep = 0; rep < 10; ++rep) {
+    auto t0 = Clock::now();
+    t.run(3.0f);
+    best = std::min(best, seconds_since(t0));
+  }
+  benchmark::DoNotOptimize(t.a.data());
+  return 12.0 * static_cast<double>(k16M) / best / 1e9;
+}
+
+void BM_Triad(benchmark::State& state) {
+  TriadArrays t;
+  t.run(3.0f);
+  double secs = 0;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    t.run(3.0f);
+    benchmark::ClobberMemory();
+    secs += seconds_since(t0);
+  }
+  const double gbps = 12.0 * static_cast<double>(k16M) * static_cast<double>(state.iterations()) / secs / 1e9;
+  state.counters["GBps"] = gbps;
+  state.counters["triad_GBps_at_start"] = g_triad_gbps;
+}
+
+// --- workloads ----------------------------------------------------------------------------------
+
+struct Variant {
+  std::string name;
+  std::function<void()> run;
+  std::function<bool()> matches;  // empty: the reference itself
+};
+
+struct Workload {
+  std::vector<Variant> variants;  // [0]: eager, the reference
+  double bytes = 0;               // minimal bytes moved per call (0: not bandwidth-bound)
+  int64_t items = 0;              // samples per call (0: not reported)
+  std::shared_ptr<void> keep;
+};
+using Factory = std::function<Workload()>;
+
+bool close(const Tensor& a, const Tensor& b) { return a.sizes() == b.sizes() && allclose(a, b, 1e-4, 1e-5, true); }
+
+jit::CompileOptions native(const std::string& name) { return {.name = name, .backend = jit::Backend::Native}; }
+jit::CompileOptions interp(const std::string& name) { return {.name = name, .backend = jit::Backend::Interpreter}; }
+
+// A pure function of its tensor arguments (a tuple): eager, compiled and interpreter variants.
+template <class F, class Args>
+Workload pure_workload(const std::string& name, F f, std::shared_ptr<Args> args) {
+  auto cn = std::make_shared<decltype(jit::compile(f))>(jit::compile(f, native(name)));
+  auto ci = std::make_shared<decltype(jit::compile(f))>(jit::compile(f, interp(name + "_interp")));
+  auto call = [args](auto& fn) { return std::apply(fn, *args); };
+  Workload w;
+  w.variants.push_back({"eager", [f, call] { benchmark::DoNotOptimize(call(f).impl()); }, {}});
+  w.variants.push_back({"compiled", [cn, call] { benchmark::DoNotOptimize(call(*cn).impl()); },
+                        [cn, f, call] { return close(call(*cn), call(f)); }});
+  w.variants.push_back({"interpreter", [ci, call] { benchmark::DoNotOptimize(call(*ci).impl()); },
+                        [ci, f, call] { return close(call(*ci), call(f)); }});
+  w.keep = std::make_shared<std::tuple<decltype(cn), decltype(ci), decltype(args)>>(cn, ci, args);
+  return w;
+}
+
+// (2) the pointwise chain
+Tensor chain(const Tensor& x, const Tensor& y, const Tensor& z) { return ((x * 1.5 + y).relu() * z).tanh() + x; }
+
+Factory chain_workload(int64_t n) {
+  return [n] {
+    manual_seed(0);
+    auto args = std::make_shared<std::tuple<Tensor, Tensor, Tensor>>(randn({n}), randn({n}), randn({n}));
+    Workload w = pure_workload("chain", chain, args);
+    if (n >= (1 << 20)) w.bytes = 16.0 * static_cast<double>(n);  // x, y, z read, out written
+    w.items = n;
+    return w;
+  };
+}
+
+// (3) written-out softmax and layer_norm, and the built-ins
+constexpr int64_t kRows = 4096, kCols = 1024;
+
+Tensor softmax_written(const Tensor& x) {
+  Tensor e = (x - x.amax({-1}, true)).exp();
+  return e / e.sum({-1}, true);
+}
+
+Tensor layer_norm_written(const Tensor& x, const Tensor& w, const Tensor& b) {
+  Tensor mu = x.mean({-1}, true);
+  Tensor var = x.var({-1}, 0, true);
+  return (x - mu) / (var + 1e-5).sqrt() * w + b;
+}
+
+Factory softmax_workload() {
+  return [] {
+    manual_seed(0);
+    auto args = std::make_shared<std::tuple<Tensor>>(randn({kRows, kCols}));
+    Workload w = pure_workload("softmax_written", softmax_written, args);
+    const Tensor x = std::get<0>(*args);
+    w.variants.push_back({"builtin", [x] { benchmark::DoNotOptimize(softmax(x, -1).impl()); },
+                          [x] { return close(softmax(x, -1), softmax_written(x)); }});
+    w.bytes = 8.0 * kRows * kCols;
+    w.items = kRows;
+    return w;
+  };
+}
+
+Factory layer_norm_workload() {
+  return [] {
+    manual_seed(0);
+    auto args = std::make_shared<std::tuple<Tensor, Tensor, Tensor>>(randn({kRows, kCols}), rand({kCols}) + 0.5,
+                                                                    randn({kCols}));
+    Workload w = pure_workload("layer_norm_written", layer_norm_written, args);
+    auto builtin = [args] {
+      auto& [x, g, b] = *args;
+      return layer_norm(x, {kCols}, g, b, 1e-5);
+    };
+    w.variants.push_back({"builtin", [builtin] { benchmark::DoNotOptimize(builtin().impl()); },
+                          [args, builtin] { return close(builtin(), std::apply(layer_norm_written, *args)); }});
+    w.bytes = 8.0 * kRows * kCols + 8.0 * kCols;
+    w.items = kRows;
+    return w;
+  };
+}
+
+// (4) MLP training step
+enum class Opt { SGDMomentum, Adam };
+
+struct MLP {
+  std::shared_ptr<nn::Sequential> model;
+  std::unique_ptr<optim::Optimizer> opt;
+  Tensor x, y;
+};
+
+std::shared_ptr<MLP> make_mlp(Opt which, int64_t batch) {
+  auto s = std::make_shared<MLP>();
+  manual_seed(0);
+  s->model = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(784, 256), std::make_shared<nn::ReLU>(),
+                                              std::make_shared<nn::Linear>(256, 256), std::make_shared<nn::ReLU>(),
+                                              std::make_shared<nn::Linear>(256, 10));
+  if (which == Opt::SGDMomentum)
+    s->opt = std::make_unique<optim::SGD>(s->model->parameters(), optim::SGDOptions{.lr = 0.01, .momentum = 0.9});
+  else
+    s->opt = std::make_unique<optim::Adam>(s->model->parameters(), optim::AdamOptions{.lr = 1e-3});
+  s->x = randn({batch, 784});
+  s->y = randint(0, 10, {batch});
+  return s;
+}
+
+Tensor mlp_step(MLP& s) {
+  s.opt->zero_grad();
+  Tensor loss = cross_entropy(s.model->forward(s.x), s.y);
+  loss.backward();
+  s.opt->step();
+  return loss.detach();  // a result with autograd history would keep the function tracing
+}
+
+// Each variant trains its own twin (same initial weights); `matches` brings the eager twin to the
+// same step count and compares parameters.
+Factory mlp_workload(Opt which, int64_t batch) {
+  return [which, batch] {
+    auto eager = make_mlp(which, batch);
+    auto steps = std::make_shared<std::map<std::string, int64_t>>();
+    Workload w;
+    w.variants.push_back({"eager", [eager, steps] { benchmark::DoNotOptimize(mlp_step(*eager).impl()); ++(*steps)["eager"]; }, {}});
+    std::vector<std::shared_ptr<void>> keep{eager, steps};
+    for (const std::string v : {"compiled", "interpreter"}) {
+      auto twin = make_mlp(which, batch);
+      auto f = [twin](const Tensor&) { return mlp_step(*twin); };
+      auto cf = std::make_shared<decltype(jit::compile(f))>(
+          jit::compile(f, v == "compiled" ? native("mlp_step") : interp("mlp_step_interp")));
+      auto matches = [eager, twin, steps, v, which, batch] {
+        // an eager replica stepped as often as this twin
+        auto ref = make_mlp(which, batch);
+        for (int64_t k = 0; k < (*steps)[v]; ++k) mlp_step(*ref);
+        auto pr = ref->model->parameters(), pt = twin->model->parameters();
+        for (size_t i = 0; i < pr.size(); ++i)
+          if (!allclose(pr[i], pt[i], 1e-4, 1e-6)) return false;
+        return true;
+      };
+      w.variants.push_back({v, [twin, cf, steps, v] { benchmark::DoNotOptimize((*cf)(twin->x).impl()); ++(*steps)[v]; }, matches});
+      keep.push_back(twin);
+      keep.push_back(cf);
+    }
+    w.items = batch;
+    w.keep = std::make_shared<std::vector<std::shared_ptr<void>>>(keep);
+    return w;
+  };
+}
+
+// (5) TransformerEncoderLayer forward + backward
+struct Encoder {
+  std::shared_ptr<nn::TransformerEncoderLayer> layer;
+  Tensor src;
+};
+
+std::shared_ptr<Encoder> make_encoder() {
+  auto e = std::make_shared<Encoder>();
+  manual_seed(0);
+  e->layer = std::make_shared<nn::TransformerEncoderLayer>(
+      nn::TransformerEncoderLayerOptions{.d_model = 256, .nhead = 4, .dim_feedforward = 1024, .dropout = 0.1});
+  e->src = randn({128, 8, 256});  // (seq, batch, d_model)
+  return e;
+}
+
+Tensor encoder_step(Encoder& e) {
+  e.layer->zero_grad();
+  Tensor out = e.layer->forward(e.src);
+  Tensor loss = out.pow(2).mean();
+  loss.backward();
+  return loss.detach();
+}
+
+Factory encoder_workload() {
+  return [] {
+    auto eager = make_encoder();
+    Workload w;
+    w.variants.push_back({"eager", [eager] { benchmark::DoNotOptimize(encoder_step(*eager).impl()); }, {}});
+    std::vector<std::shared_ptr<void>> keep{eager};
+    for (const std::string v : {"compiled", "interpreter"}) {
+      auto twin = make_encoder();
+      auto f = [twin](const Tensor&) { return encoder_step(*twin); };
+      auto cf = std::make_shared<decltype(jit::compile(f))>(
+          jit::compile(f, v == "compiled" ? native("encoder_step") : interp("encoder_step_interp")));
+      // Same seed before each side: dropout draws the same masks; the weights never change here.
+      auto matches = [eager, twin, cf] {
+        manual_seed(7);
+        Tensor a = (*cf)(twin->src);
+        std::vector<Tensor> ga;
+        for (const Tensor& p : twin->layer->parameters()) ga.push_back(p.grad().clone());
+        manual_seed(7);
+        Tensor b = encoder_step(*eager);
+        auto pe = eager->layer->parameters();
+        bool ok = close(a, b);
+        for (size_t i = 0; i < pe.size() && ok; ++i) ok = close(ga[i], pe[i].grad());
+        return ok;
+      };
+      w.variants.push_back({v, [twin, cf] { benchmark::DoNotOptimize((*cf)(twin->src).impl()); }, matches});
+      keep.push_back(twin);
+      keep.push_back(cf);
+    }
+    w.items = 8;
+    w.keep = std::make_shared<std::vector<std::shared_ptr<void>>>(keep);
+    return w;
+  };
+}
+
+// --- runners ------------------------------------------------------------------------------------
+
+// Warm-up: compiled functions reach their steady state (two identical traces promote a function
+// to replay on the third call; an optimizer's first step adds a recompile).
+void warm(Workload& w, size_t only = SIZE_MAX) {
+  for (size_t v = 0; v < w.variants.size(); ++v)
+    if (only == SIZE_MAX || v == only || v == 0)
+      for (int i = 0; i < 4; ++i) w.variants[v].run();
+}
+
+// `matches` of a variant, warning on stderr when it does not.
+double check(const std::string& workload, const Variant& v) {
+  if (!v.matches) return 1;
+  bool ok = false;
+  try {
+    ok = v.matches();
+  } catch (const std::exception& e) {
+    std::cerr << "bench_fusion: " << workload << "/" << v.name << ": check raised: " << e.what() << "\n";
+  }
+  if (!ok) std::cerr << "bench_fusion: WARNING: " << workload << "/" << v.name << " differs from eager\n";
+  return ok ? 1 : 0;
+}
+
+class StatsDelta {
+ public:
+  StatsDelta() : before_(jit::stats()) {}
+  void report(benchmark::State& state, double calls) const {
+    const jit::Stats after = jit::stats();
+    state.counters["replays/it"] = static_cast<double>(after.replays - before_.replays) / calls;
+    state.counters["captures/it"] = static_cast<double>(after.captures - before_.captures) / calls;
+    state.counters["fused_kernels"] = static_cast<double>(after.fused_kernels);
+    state.counters["codegen_fallbacks"] = static_cast<double>(after.codegen_fallbacks);
+  }
+
+ private:
+  jit::Stats before_;
+};
+
+void bandwidth(benchmark::State& state, const Workload& w, double secs_per_call, const std::string& suffix = "") {
+  if (w.bytes <= 0) return;
+  const double gbps = w.bytes / secs_per_call / 1e9;
+  state.counters["GBps" + suffix] = gbps;
+  if (g_triad_gbps > 0) state.counters["of_triad" + suffix] = gbps / g_triad_gbps;
+}
+
+void run_variant(benchmark::State& state, const std::string& workload, const Factory& make, size_t which) {
+  jit::reset();
+  Workload w = make();
+  warm(w, which);
+  const Variant& v = w.variants[which];
+  state.counters["matches"] = check(workload, v);
+  StatsDelta stats;
+  double secs = 0;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    v.run();
+    secs += seconds_since(t0);
+  }
+  const double n = static_cast<double>(state.iterations());
+  if (v.name == "compiled" || v.name == "interpreter") stats.report(state, n);
+  bandwidth(state, w, secs / n);
+  if (w.items > 0) state.SetItemsProcessed(state.iterations() * w.items);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// All variants in alternating blocks of `block` calls; an iteration is one block of each, in an
+// order that rotates (no variant always runs right after the same other one). Per-call times are
+// the median over the blocks, so a burst of load from elsewhere spoils one block, not the ratio.
+void run_paired(benchmark::State& state, const std::string& workload, const Factory& make, int block) {
+  jit::reset();
+  Workload w = make();
+  warm(w);
+  for (const Variant& v : w.variants) state.counters["matches_" + v.name] = check(workload, v);
+  const size_t nv = w.variants.size();
+  std::vector<std::vector<double>> per_call(nv);
+  size_t rot = 0;
+  for (auto _ : state) {
+    for (size_t k = 0; k < nv; ++k) {
+      const size_t v = (k + rot) % nv;
+      auto t0 = Clock::now();
+      for (int i = 0; i < block; ++i) w.variants[v].run();
+      per_call[v].push_back(seconds_since(t0) / block);
+    }
+    ++rot;
+  }
+  std::vector<double> secs(nv);
+  for (size_t v = 0; v < nv; ++v) secs[v] = median(per_call[v]);
+  for (size_t v = 0; v < nv; ++v) {
+    const std::string& name = w.variants[v].name;
+    state.counters[name + "_us"] = secs[v] * 1e6;
+    if (v > 0) state.counters["speedup_" + name] = secs[0] / secs[v];
+    bandwidth(state, w, secs[v], "_" + name);
+  }
+  size_t compiled = 0, builtin = 0;
+  for (size_t v = 0; v < w.variants.size(); ++v) {
+    if (w.variants[v].name == "compiled") compiled = v;
+    if (w.variants[v].name == "builtin") builtin = v;
+  }
+  if (compiled && builtin) state.counters["compiled_vs_builtin"] = secs[builtin] / secs[compiled];
+}
+
+// `extra`: the variants the factory makes after eager, compiled and interpreter (in order).
+void register_workload(const std::string& name, const Factory& make, benchmark::TimeUnit unit, int block,
+                       const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> names = {"eager", "compiled", "interpreter"};
+  names.insert(names.end(), extra.begin(), extra.end());
+  for (size_t v = 0; v < names.size(); ++v)
+    benchmark::RegisterBenchmark((name + "/" + names[v]).c_str(), run_variant, name, make, v)->Unit(unit)->UseRealTime();
+  // At least a second: the big workloads then get several blocks to take the median of.
+  benchmark::RegisterBenchmark((name + "/paired").c_str(), run_paired, name, make, block)
+      ->Unit(unit)
+      ->UseRealTime()
+      ->MinTime(1.0);
+}
+
+// --- (6) compile latency ------------------------------------------------------------------------
+
+int compile_latency() {
+  auto eager = make_mlp(Opt::Adam, 64);
+  auto twin = make_mlp(Opt::Adam, 64);
+  // Warm what is not the JIT's: oneDNN builds its GEMM kernels on first use, the allocator fills.
+  for (int i = 0; i < 3; ++i) mlp_step(*eager);
+  std::vector<double> eager_ms;
+  for (int i = 0; i < 10; ++i) {
+    auto t0 = Clock::now();
+    mlp_step(*eager);
+    eager_ms.push_back(seconds_since(t0) * 1e3);
+  }
+  jit::reset();
+  auto f = [twin](const Tensor&) { return mlp_step(*twin); };
+  auto step = jit::compile(f, native("mlp_step"));
+  auto t0 = Clock::now();
+  Tensor first = step(twin->x);
+  const double first_ms = seconds_since(t0) * 1e3;
+  const jit::Stats after_first = jit::stats();
+  t0 = Clock::now();
+  step(twin->x);
+  const double second_ms = seconds_since(t0) * 1e3;
+  std::vector<double> steady_ms;
+  for (int i = 0; i < 10; ++i) {
+    t0 = Clock::now();
+    step(twin->x);
+    steady_ms.push_back(seconds_since(t0) * 1e3);
+  }
+  const char* dir = std::getenv("KILN_CACHE_DIR");
+  const jit::Stats& s = after_first;
+  std::printf(
+      "{\"workload\": \"MLP 784-256-256-10 Adam batch 64 training step\", \"cache_dir\": \"%s\", "
+      "\"first_call_ms\": %.3f, \"second_call_ms\": %.3f, \"steady_call_ms\": %.3f, \"eager_step_ms\": %.3f, "
+      "\"first_call\": {\"capture_ms\": %.3f, \"passes_ms\": %.3f, \"compile_ms\": %.3f, \"fusion_ms\": %.3f, "
+      "\"codegen_ms\": %.3f, \"run_ms\": %.3f, \"fused_kernels\": %lld, \"kernels_compiled\": %lld, "
+      "\"kernel_cache_hits\": %lld, \"codegen_fallbacks\": %lld, \"compiles\": %lld}}\n",
+      dir ? dir : "", first_ms, second_ms, median(steady_ms), median(eager_ms), s.capture_ms, s.passes_ms, s.compile_ms,
+      s.fusion_ms, s.codegen_ms, s.run_ms, static_cast<long long>(s.fused_kernels),
+      static_cast<long long>(s.kernels_compiled), static_cast<long long>(s.kernel_cache_hits),
+      static_cast<long long>(s.codegen_fallbacks), static_cast<long long>(s.compiles));
+  benchmark::DoNotOptimize(first.impl());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads = bench_threads();
+  kiln::set_num_threads(threads);
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--compile-latency") == 0) return compile_latency();
+  g_triad_gbps = measure_triad_gbps();
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("triad_GBps", std::to_string(g_triad_gbps));
+  using benchmark::kMicrosecond;
+  using benchmark::kMillisecond;
+  benchmark::RegisterBenchmark("Triad_16M", BM_Triad)->Unit(kMillisecond)->UseRealTime();
+  register_workload("Chain_16M", chain_workload(k16M), kMillisecond, 1);
+  register_workload("Chain_1K", chain_workload(1024), kMicrosecond, 64);
+  register_workload("SoftmaxWritten_4096x1024", softmax_workload(), kMillisecond, 1, {"builtin"});
+  register_workload("LayerNormWritten_4096x1024", layer_norm_workload(), kMillisecond, 1, {"builtin"});
+  register_workload("MLPStep_SGDMomentum_b64", mlp_workload(Opt::SGDMomentum, 64), kMillisecond, 2);
+  register_workload("MLPStep_Adam_b64", mlp_workload(Opt::Adam, 64), kMillisecond, 2);
+  register_workload("MLPStep_Adam_b512", mlp_workload(Opt::Adam, 512), kMillisecond, 1);
+  register_workload("EncoderLayer_fwd_bwd", encoder_workload(), kMillisecond, 1);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+}
