@@ -127,6 +127,21 @@ DType promoted(const Graph& g, const std::vector<int>& ins) {
 
 bool fusible_dtype(DType t) { return t != DType::Float16 && t != DType::BFloat16; }
 
+// No two elements share memory (an expanded or unfolded view writes some elements twice, in an
+// order only the eager kernel defines).
+bool non_overlapping(const Value& v) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+  for (size_t d = 0; d < v.sizes.size(); ++d)
+    if (v.sizes[d] > 1) dims.push_back({v.strides[d], v.sizes[d]});
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 1;  // elements covered by the smaller dims
+  for (auto [stride, size] : dims) {
+    if (stride < span) return false;
+    span = stride * size;
+  }
+  return true;
+}
+
 // The dims a reduction row reduces: `dims` attr (empty: all), wrapped.
 std::vector<char> reduce_mask(const std::vector<int64_t>& dims, size_t rank) {
   std::vector<char> m(rank, dims.empty() ? 1 : 0);
@@ -453,7 +468,8 @@ bool Partitioner::fusible(const Node& n) const {
   if (n.runtime_slot >= 0) return false;
   for (int v : n.outputs)
     if (!fusible_dtype(g_.value(v).dtype)) return false;
-  if (n.kind == NodeKind::Mutate && !fusible_dtype(g_.value(n.target).dtype)) return false;
+  if (n.kind == NodeKind::Mutate && (!fusible_dtype(g_.value(n.target).dtype) || !non_overlapping(g_.value(n.target))))
+    return false;
   for (int v : n.inputs)
     if (v < 0 && n.op->name != "layer_norm") return false;
   if (n.op->kind == OpKind::Pointwise) return n.op->name == "copy" || formula_supported(n.op->name, DType::Float32);

@@ -94,9 +94,18 @@ void verify_segment(Segment& seg, const Plan& plan, const Plan::RngKeys& rng, co
   reference.run(copies, std::vector<Storage>(seg.graph.storages.size()), &rng, &want);
   plan.run(seg.bindings, seg.outputs, &rng, &got, &scalars);
   NoGradGuard no_grad;
-  for (const Node& n : seg.graph.nodes) {
+  // A fused kernel hands out a storage's final contents: values overwritten later in the graph
+  // (by in-place ops) cannot be compared at their definition.
+  std::vector<int> last_write(seg.graph.storages.size(), -1);
+  if (plan.fusion())
+    for (size_t i = 0; i < seg.graph.nodes.size(); ++i)
+      if (seg.graph.nodes[i].kind == NodeKind::Mutate)
+        last_write[static_cast<size_t>(seg.graph.value(seg.graph.nodes[i].target).storage)] = static_cast<int>(i);
+  for (size_t ni = 0; ni < seg.graph.nodes.size(); ++ni) {
+    const Node& n = seg.graph.nodes[ni];
     if (n.kind != NodeKind::Op) continue;
     for (int v : n.outputs) {
+      if (last_write[static_cast<size_t>(seg.graph.value(v).storage)] > static_cast<int>(ni)) continue;
       const Tensor& a = got[static_cast<size_t>(v)];
       const Tensor& b = want[static_cast<size_t>(v)];
       if (!a.defined() || !b.defined() || a.numel() == 0) continue;
@@ -843,8 +852,12 @@ void Function::after_call(CallState& cs, Tracer& tracer, const std::vector<int>&
     rp->entry = e;
     const Graph& pg = e->plan->graph();
     rp->written.assign(pg.storages.size(), 0);
-    for (const Node& n : pg.nodes)
+    for (const Node& n : pg.nodes) {
       if (n.kind == NodeKind::Mutate) rp->written[static_cast<size_t>(pg.value(n.target).storage)] = 1;
+      if (n.kind == NodeKind::Fused)
+        for (size_t b = 0; b < n.fused->buffer_values.size(); ++b)
+          if (n.fused->ir.buffers[b].written) rp->written[static_cast<size_t>(pg.value(n.fused->buffer_values[b]).storage)] = 1;
+    }
     rp->call = cs.facts;
     rp->layout = layout;
     replay_ = std::move(rp);
