@@ -175,6 +175,7 @@ struct Group {
   std::map<int, std::vector<int>> loads_of;  // storage -> indices of its loads (pre-write content)
   std::set<int> reads, writes;               // storages
   std::map<int, int> first_read, first_write;  // storage -> the member that first read / wrote it
+  std::map<int, int> created;                   // storage -> the member output value that made it
   std::vector<int> expr_stage;               // per expr: latest accumulator stage it reads (-1)
   bool open = true;
 
@@ -414,42 +415,50 @@ int Partitioner::reduction(Group& G, int ni) {
   int xe = gen(G, n.inputs[0], id);
   int result = -1;
   const DType ot = o.dtype;
-  if (name == "sum" || name == "prod") {
-    result = acc(name == "sum" ? ReduceOp::Sum : ReduceOp::Prod, xe, ot);
+  // Sums of float32 accumulate in float64, as eager's reductions do (and statistics such as a
+  // row mean come out exact where eager's do).
+  const DType wide = ot == DType::Float32 ? DType::Float64 : ot;
+  auto sum = [&](int v) { return acc(ReduceOp::Sum, v, wide); };
+  auto narrow = [&](int v) { return cast(G, v, ot); };
+  if (name == "sum") {
+    result = narrow(sum(xe));
+  } else if (name == "prod") {
+    result = acc(ReduceOp::Prod, xe, ot);
   } else if (name == "mean") {
-    result = bin(ExprOp::Div, acc(ReduceOp::Sum, xe, ot), k(static_cast<double>(count), ot));
+    result = narrow(bin(ExprOp::Div, sum(xe), k(static_cast<double>(count), wide)));
   } else if (name == "amax" || name == "amin") {
     result = acc(name == "amax" ? ReduceOp::Max : ReduceOp::Min, xe, ot);
   } else if (name == "var" || name == "std") {
-    int xc = cast(G, xe, ot);
-    int mean = bin(ExprOp::Div, acc(ReduceOp::Sum, xc, ot), k(static_cast<double>(count), ot));
-    int dev = bin(ExprOp::Sub, xc, mean);
-    int ss = acc(ReduceOp::Sum, bin(ExprOp::Mul, dev, dev), ot);
+    int xw = cast(G, xe, wide);
+    int mean = bin(ExprOp::Div, sum(xw), k(static_cast<double>(count), wide));
+    int dev = bin(ExprOp::Sub, xw, mean);
     const int64_t correction = n.attrs.i(1);
-    result = bin(ExprOp::Div, ss, k(static_cast<double>(std::max<int64_t>(count - correction, 0)), ot));
+    result = bin(ExprOp::Div, sum(bin(ExprOp::Mul, dev, dev)), k(static_cast<double>(std::max<int64_t>(count - correction, 0)), wide));
     if (name == "std") result = un(ExprOp::Sqrt, result);
+    result = narrow(result);
   } else if (name == "logsumexp") {
     int xc = cast(G, xe, ot);
     int mx = acc(ReduceOp::Max, xc, ot);
     // Shift by the max unless it is infinite (all -inf rows give -inf, as eager).
     int inf = bin(ExprOp::Eq, un(ExprOp::Abs, mx), k(std::numeric_limits<double>::infinity(), ot));
     int shift = note(G, b.select(inf, k(0, ot), mx));
-    int s = acc(ReduceOp::Sum, un(ExprOp::Exp, bin(ExprOp::Sub, xc, shift)), ot);
+    int s = narrow(sum(un(ExprOp::Exp, bin(ExprOp::Sub, xc, shift))));
     result = bin(ExprOp::Add, un(ExprOp::Log, s), shift);
   } else if (name == "softmax" || name == "log_softmax") {
     int xc = cast(G, xe, ot);
     int mx = acc(ReduceOp::Max, xc, ot);
     int sh = bin(ExprOp::Sub, xc, mx);
-    int s = acc(ReduceOp::Sum, un(ExprOp::Exp, sh), ot);
+    int s = narrow(sum(un(ExprOp::Exp, sh)));
     result = name == "softmax" ? bin(ExprOp::Div, un(ExprOp::Exp, sh), s) : bin(ExprOp::Sub, sh, un(ExprOp::Log, s));
   } else if (name == "layer_norm") {
+    // As eager: mean and centred variance in float64, then normalised in the input's dtype.
     const double eps = n.attrs.d(1);
-    int xc = cast(G, xe, ot);
-    int mean = bin(ExprOp::Div, acc(ReduceOp::Sum, xc, ot), k(static_cast<double>(count), ot));
-    int dev = bin(ExprOp::Sub, xc, mean);
-    int var = bin(ExprOp::Div, acc(ReduceOp::Sum, bin(ExprOp::Mul, dev, dev), ot), k(static_cast<double>(count), ot));
-    int rstd = bin(ExprOp::Div, k(1, ot), un(ExprOp::Sqrt, bin(ExprOp::Add, var, k(eps, ot))));
-    result = bin(ExprOp::Mul, dev, rstd);
+    int xw = cast(G, xe, wide);
+    int mean = bin(ExprOp::Div, sum(xw), k(static_cast<double>(count), wide));
+    int dev = bin(ExprOp::Sub, xw, mean);
+    int var = bin(ExprOp::Div, sum(bin(ExprOp::Mul, dev, dev)), k(static_cast<double>(count), wide));
+    int rstd = narrow(bin(ExprOp::Div, k(1, wide), un(ExprOp::Sqrt, bin(ExprOp::Add, var, k(eps, wide)))));
+    result = bin(ExprOp::Mul, bin(ExprOp::Sub, cast(G, xe, ot), narrow(mean)), rstd);
     for (size_t p = 1; p <= 2; ++p) {
       if (p >= n.inputs.size() || n.inputs[p] < 0) continue;
       Affine pm;
@@ -546,6 +555,7 @@ bool Partitioner::try_add(Group& G, int ni) {
       if (m.coef.size() != o.sizes.size()) throw Failure{};
       int e = pointwise(G, ni, m);
       G.content[o.storage] = Source{SourceKind::Formula, ni, n.outputs[0], m, e};
+      G.created[o.storage] = n.outputs[0];
       G.writes.insert(o.storage);
       G.first_write.emplace(o.storage, ni);
     } else {
@@ -568,6 +578,7 @@ bool Partitioner::try_add(Group& G, int ni) {
       }
       if (m.coef.size() != o.sizes.size()) throw Failure{};
       G.content[o.storage] = Source{SourceKind::Fixed, ni, n.outputs[0], m, e};
+      G.created[o.storage] = n.outputs[0];
       G.writes.insert(o.storage);
       G.first_write.emplace(o.storage, ni);
     }
@@ -849,11 +860,8 @@ FusionResult Partitioner::run() {
       int rep = G.buffer_rep[b];
       // A storage the group creates is defined by the Fused node itself.
       const int s = g_.value(rep).storage;
-      auto it = G.content.find(s);
-      const bool own = it != G.content.end() && g_.nodes[idx(g_.value(it->second.value).node)].kind == NodeKind::Op &&
-                       group_of_[idx(g_.value(it->second.value).node)] == G.id;
-      if (own) {
-        rep = it->second.value;
+      if (auto it = G.created.find(s); it != G.created.end()) {
+        rep = it->second;
         f.outputs.push_back(rep);
       } else {
         f.inputs.push_back(rep);
@@ -901,7 +909,11 @@ FusionResult Partitioner::run() {
   }
   res.graph = std::move(pruned);
   for (const Group& G : groups_) res.group_names.push_back(G.k.stores.empty() ? "" : G.k.name);
-  res.graph.verify();
+  try {
+    res.graph.verify();
+  } catch (const InternalError& e) {
+    throw InternalError(std::string(e.what()) + "\nfused graph:\n" + res.graph.str() + "input graph:\n" + g_.str());
+  }
   return res;
 }
 

@@ -685,8 +685,12 @@ RunOut run_program(const Program& p, const TensorList& args, bool backward) {
 
 // --- comparison -----------------------------------------------------------------------------------
 
+// Set per case: the program computes something in float32 (an input or a cast), so even its
+// float64 results carry float32 rounding (x.logsumexp().to(kFloat64)).
+bool g_program_has_f32 = false;
+
 std::pair<double, double> tolerance(DType t) {
-  if (t == kFloat64) return {1e-9, 1e-11};
+  if (t == kFloat64 && !g_program_has_f32) return {1e-9, 1e-11};
   return {1e-4, 1e-5};
 }
 
@@ -697,8 +701,10 @@ struct CompareStats {
 CompareStats g_compare;
 bool g_bitwise = false;  // --bitwise: any difference in the bits is a mismatch
 
-// Empty when equal; otherwise what differs.
-std::string differs(const Tensor& got, const Tensor& want) {
+// Empty when equal; otherwise what differs. `terms`: how many products each element sums (a
+// gradient of a broadcast leaf adds up one term per element it was broadcast to); rounding
+// grows like its square root, and cancelling sums (a layer_norm of a constant row) show it.
+std::string differs(const Tensor& got, const Tensor& want, double terms = 1) {
   if (got.defined() != want.defined())
     return std::string("defined: compiled ") + (got.defined() ? "yes" : "no") + " vs eager " + (want.defined() ? "yes" : "no");
   if (!got.defined()) return "";
@@ -744,6 +750,7 @@ std::string differs(const Tensor& got, const Tensor& want) {
   for (int64_t k = 0; k < b.numel(); ++k)
     if (std::isfinite(pb[k])) scale = std::max(scale, std::fabs(pb[k]));
   auto [rtol, atol] = tolerance(got.dtype());
+  atol *= std::sqrt(std::max(terms, 1.0));
   for (int64_t k = 0; k < a.numel(); ++k) {
     const double x = pa[k], y = pb[k];
     if (std::isnan(x) || std::isnan(y)) {
@@ -852,8 +859,14 @@ std::string first_difference(const Side& got, const Side& want) {
   }
   std::string d = differs(got.r.loss, want.r.loss);
   if (!d.empty()) return "loss: " + d;
+  int64_t largest = 1;
+  for (const Tensor& t : want.r.outs)
+    if (t.defined()) largest = std::max(largest, t.numel());
+  for (const Tensor& t : want.grads)
+    if (t.defined()) largest = std::max(largest, t.numel());
   for (size_t k = 0; k < got.grads.size() && k < want.grads.size(); ++k) {
-    d = differs(got.grads[k], want.grads[k]);
+    const double terms = want.grads[k].defined() ? double(largest) / double(std::max<int64_t>(want.grads[k].numel(), 1)) : 1;
+    d = differs(got.grads[k], want.grads[k], terms);
     if (!d.empty()) return "grad of leaf " + std::to_string(k) + ": " + d;
   }
   return "";
@@ -898,6 +911,9 @@ Result check(const Program& p, const Config& cfg, bool count) {
   jit::reset();
   jit::CompileOptions opts{
       .name = "fuzz", .dynamic = p.dynamic, .optimize = cfg.optimize, .backend = cfg.backend, .async = p.async};
+  g_program_has_f32 = false;
+  for (const Node& n : p.nodes)
+    if (n.is_input && n.in.dtype != kFloat64) g_program_has_f32 = true;
   auto shared = std::make_shared<const Program>(p);
   auto cf = jit::compile([shared, bwd](const std::vector<Tensor>& a) {
     RunOut r = run_program(*shared, a, bwd);
@@ -1541,7 +1557,10 @@ class Generator {
         n.i = ns;
         n.keep = coin(0.6);
         n.flag = coin(0.6);
-        n.s = coin() ? 1e-5 : 1e-3;
+        // eps >= 1e-3: a constant row (variance 0, as clamp or comparisons make) multiplies the
+        // rounding noise of x - mean by 1/sqrt(eps); eager and fused kernels round that noise
+        // differently. eps = 1e-5 is covered by test_fusion's layer norm cases.
+        n.s = coin() ? 1e-3 : 1e-2;
         n.a = {x};
         if (n.keep) n.a.push_back(add_input(ns, t.dtype()));
         if (n.flag) n.a.push_back(add_input(ns, t.dtype()));
@@ -1601,7 +1620,7 @@ class Generator {
       const int sq = emit_or_fail(mk(Op::Mul, {c, c}), ok);
       va = emit_or_fail(mk(Op::Mean, {sq}, dims, true), ok);
     }
-    const int ve = emit_or_fail(mk(Op::AddS, {va}, {}, false, 1e-5), ok);
+    const int ve = emit_or_fail(mk(Op::AddS, {va}, {}, false, 1e-3), ok);
     const int inv = emit_or_fail(mk(coin() ? Op::Rsqrt : Op::PowS, {ve}, {}, false, -0.5), ok);
     int y = emit_or_fail(mk(Op::Mul, {c, inv}), ok);
     if (ok && coin(0.6)) {
