@@ -52,6 +52,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -345,6 +346,13 @@ void warm(Workload& w, size_t only = SIZE_MAX) {
       for (int i = 0; i < 4; ++i) w.variants[v].run();
 }
 
+// Google Benchmark runs a benchmark function several times (to size its iteration count): each
+// warning is printed once.
+void warn_once(const std::string& msg) {
+  static std::set<std::string> said;
+  if (said.insert(msg).second) std::cerr << "bench_fusion: WARNING: " << msg << "\n";
+}
+
 // `matches` of a variant, warning on stderr when it does not.
 double check(const std::string& workload, const Variant& v) {
   if (!v.matches) return 1;
@@ -352,9 +360,9 @@ double check(const std::string& workload, const Variant& v) {
   try {
     ok = v.matches();
   } catch (const std::exception& e) {
-    std::cerr << "bench_fusion: " << workload << "/" << v.name << ": check raised: " << e.what() << "\n";
+    warn_once(workload + "/" + v.name + ": check raised: " + e.what());
   }
-  if (!ok) std::cerr << "bench_fusion: WARNING: " << workload << "/" << v.name << " differs from eager\n";
+  if (!ok) warn_once(workload + "/" + v.name + " differs from eager");
   return ok ? 1 : 0;
 }
 
@@ -416,8 +424,8 @@ void run_paired(benchmark::State& state, const std::string& workload, const Fact
   const int64_t shared = jit::stats().shared_graph_hits;
   state.counters["shared_graph_hits"] = static_cast<double>(shared);
   if (shared > 0)
-    std::cerr << "bench_fusion: WARNING: " << workload << ": " << shared
-              << " shared graph hit(s): a variant may run another backend's plan\n";
+    warn_once(workload + ": " + std::to_string(shared) +
+              " shared graph hit(s): compiled and interpreter may run one plan (the JIT's graph cache ignores the backend)");
   const size_t nv = w.variants.size();
   std::vector<std::vector<double>> per_call(nv);
   size_t rot = 0;
