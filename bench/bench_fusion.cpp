@@ -21,11 +21,14 @@
 // `speedup_<variant>` = eager time / variant time (> 1: faster than eager); for (3) also
 // `compiled_vs_builtin` = builtin time / compiled time. Bandwidth-bound workloads report `GBps`
 // (minimal traffic: every input read once and the output written once — 16 bytes per element for
-// the chain, 8 for softmax, 8 + 8/rows for layer_norm, 12 for the triad) and `of_triad` = GBps /
-// the triad's GB/s measured at start-up in the same process (best of 10).
+// the 16M chain, 8 for softmax, 8 plus w and b for layer_norm, 12 for the triad) and `of_triad` =
+// GBps / the triad's GB/s measured at start-up in the same process (best of 10).
 // Counters `matches` = 1 when the variant's results equal eager's after warm-up (rtol 1e-4, atol
 // 1e-5; the encoder layer's dropout draws the same numbers when the generator is re-seeded).
 // Counters from jit::stats() over the timed loop: replays/it, captures/it, fused_kernels (plans).
+// Paired rows count `shared_graph_hits`: compiled and interpreter trace identical graphs, so a
+// non-zero count means one variant ran the other's plan (the JIT's shared graph cache must key on
+// the backend); a warning is printed then.
 //
 //   ./build/bench/bench_fusion --benchmark_out=bench/fusion.json --benchmark_out_format=json
 //   python3 bench/ratio.py bench/fusion.json eager compiled
@@ -33,8 +36,8 @@
 //
 // (6) Compile latency, in a fresh process: `bench_fusion --compile-latency` prints one JSON object
 // with the wall time of the first call of a freshly compiled MLP training step (784-256-256-10,
-// Adam, batch 64; jit::reset() first; one eager step first so oneDNN's own kernel JIT and the
-// allocator are warm) and of the steady calls, plus jit::stats()'s capture/passes/fusion/codegen
+// Adam, batch 64; jit::reset() first; eager steps first so oneDNN's own kernel JIT and the
+// allocator are warm) and of the next calls (second, median of 10 more; eager median of 10), plus jit::stats()'s capture/passes/fusion/codegen
 // times and kernel counts. The disk kernel cache is $KILN_CACHE_DIR: run it twice with the same
 // empty directory for the cold and the warm-disk-cache figures (scripts/bench_fusion.sh does).
 #include <benchmark/benchmark.h>
@@ -49,6 +52,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -342,6 +346,13 @@ void warm(Workload& w, size_t only = SIZE_MAX) {
       for (int i = 0; i < 4; ++i) w.variants[v].run();
 }
 
+// Google Benchmark runs a benchmark function several times (to size its iteration count): each
+// warning is printed once.
+void warn_once(const std::string& msg) {
+  static std::set<std::string> said;
+  if (said.insert(msg).second) std::cerr << "bench_fusion: WARNING: " << msg << "\n";
+}
+
 // `matches` of a variant, warning on stderr when it does not.
 double check(const std::string& workload, const Variant& v) {
   if (!v.matches) return 1;
@@ -349,9 +360,9 @@ double check(const std::string& workload, const Variant& v) {
   try {
     ok = v.matches();
   } catch (const std::exception& e) {
-    std::cerr << "bench_fusion: " << workload << "/" << v.name << ": check raised: " << e.what() << "\n";
+    warn_once(workload + "/" + v.name + ": check raised: " + e.what());
   }
-  if (!ok) std::cerr << "bench_fusion: WARNING: " << workload << "/" << v.name << " differs from eager\n";
+  if (!ok) warn_once(workload + "/" + v.name + " differs from eager");
   return ok ? 1 : 0;
 }
 
@@ -410,6 +421,11 @@ void run_paired(benchmark::State& state, const std::string& workload, const Fact
   Workload w = make();
   warm(w);
   for (const Variant& v : w.variants) state.counters["matches_" + v.name] = check(workload, v);
+  const int64_t shared = jit::stats().shared_graph_hits;
+  state.counters["shared_graph_hits"] = static_cast<double>(shared);
+  if (shared > 0)
+    warn_once(workload + ": " + std::to_string(shared) +
+              " shared graph hit(s): compiled and interpreter may run one plan (the JIT's graph cache ignores the backend)");
   const size_t nv = w.variants.size();
   std::vector<std::vector<double>> per_call(nv);
   size_t rot = 0;

@@ -413,7 +413,9 @@ Tensor eval_node(const Instr& n, const std::vector<Tensor>& v) {
     case Op::ToF64: return x.to(kFloat64);
     case Op::ToI64: {
       // NaN -> 0, then into [-1000, 1000]: a float -> int cast of NaN or a huge value is undefined.
-      if (!n.keep) return x.to(kInt64);
+      // (By the argument's dtype, not `keep`, which only says how to print it: a shrunk program may
+      // feed a float where an integer was drawn; refresh_print_flags() then updates `keep`.)
+      if (!x.is_floating_point()) return x.to(kInt64);
       return clamp(where(x == x, x, Scalar(0.0)), Scalar(-1000.0), Scalar(1000.0)).to(kInt64);
     }
     case Op::ToBool: return x.to(kBool);
@@ -1895,6 +1897,27 @@ std::string explain_program(const Program& p, const Config& cfg) {
 
 // --- shrinking ------------------------------------------------------------------------------------
 
+// After shrinking: `keep` of each .to(kInt64) node says again whether its argument is floating (the
+// NaN-safe form is printed then), as evaluated eagerly.
+Program refresh_print_flags(Program p) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> v(p.nodes.size());
+  try {
+    for (size_t k = 0; k < p.nodes.size(); ++k) {
+      Node& n = p.nodes[k];
+      if (n.is_input) {
+        v[k] = materialize(n.in, &v);
+        continue;
+      }
+      if (n.ins.op == Op::ToI64) n.ins.keep = v[static_cast<size_t>(n.ins.a[0])].is_floating_point();
+      v[k] = eval_node(n.ins, v);
+    }
+  } catch (const Error&) {
+    // the rest stays as drawn (the program raises there)
+  }
+  return p;
+}
+
 // Drops nodes no output needs, and inputs nothing uses; renumbers.
 Program dce(const Program& p, size_t drop = SIZE_MAX) {
   const size_t n = p.nodes.size();
@@ -2158,6 +2181,7 @@ int main(int argc, char** argv) {
       Shrinker s(cfg, r.verdict);
       m = s.shrink(p);
       std::printf("shrunk from %zu to %zu nodes in %d tries\n", p.nodes.size(), m.nodes.size(), s.tries());
+      m = refresh_print_flags(m);
     }
     Result mr = check(m, cfg, false);
     std::printf("\n// fuzz_fusion --seed %llu --case %lld%s: %s\n// %s\n{\n%s%s}\n",
