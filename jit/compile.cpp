@@ -543,7 +543,8 @@ std::string Function::miss_reason(const Graph& g, const GraphFacts& facts, const
 std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t concrete, const std::string& label,
                                                  int segment, bool dynamic) {
   // Plans differ by backend and by whether sizes are kernel parameters.
-  concrete = concrete * 1000003u + static_cast<uint64_t>(opts.backend) * 4u + (opts.async ? 2u : 0u) + (dynamic ? 1u : 0u);
+  concrete = concrete * 1000003u + static_cast<uint64_t>(opts.backend) * 8u + (opts.optimize ? 4u : 0u) +
+             (opts.async ? 2u : 0u) + (dynamic ? 1u : 0u);
   Graph g = captured;
   int slot = 0;
   for (int i : runtime_fills(g, segment)) g.nodes[static_cast<size_t>(i)].runtime_slot = slot++;

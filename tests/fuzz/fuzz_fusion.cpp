@@ -867,7 +867,8 @@ std::string first_difference(const Side& got, const Side& want) {
   for (const Tensor& t : want.grads)
     if (t.defined()) largest = std::max(largest, t.numel());
   for (size_t k = 0; k < got.grads.size() && k < want.grads.size(); ++k) {
-    const double terms = want.grads[k].defined() ? double(largest) / double(std::max<int64_t>(want.grads[k].numel(), 1)) : 1;
+    // Gradients also flow back through 1/std of normalisations: 10x the forward tolerance.
+    const double terms = 100.0 * (want.grads[k].defined() ? double(largest) / double(std::max<int64_t>(want.grads[k].numel(), 1)) : 1);
     d = differs(got.grads[k], want.grads[k], terms);
     if (!d.empty()) return "grad of leaf " + std::to_string(k) + ": " + d;
   }
