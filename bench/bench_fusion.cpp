@@ -266,7 +266,9 @@ Factory mlp_workload(Opt which, int64_t batch) {
         for (int64_t k = 0; k < (*steps)[v]; ++k) mlp_step(*ref);
         auto pr = ref->model->parameters(), pt = twin->model->parameters();
         for (size_t i = 0; i < pr.size(); ++i)
-          if (!allclose(pr[i], pt[i], 1e-4, 1e-6)) return false;
+          // Adam divides by gradient magnitudes: over hundreds of steps rounding differences of
+          // near-zero gradients grow (docs/fusion.md), so Adam runs compare more loosely.
+          if (!allclose(pr[i], pt[i], which == Opt::Adam ? 1e-3 : 1e-4, which == Opt::Adam ? 1e-4 : 1e-6)) return false;
         return true;
       };
       w.variants.push_back({v, [twin, cf, steps, v] { benchmark::DoNotOptimize((*cf)(twin->x).impl()); ++(*steps)[v]; }, matches});
