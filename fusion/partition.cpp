@@ -176,6 +176,7 @@ struct Group {
   std::set<int> reads, writes;               // storages
   std::map<int, int> first_read, first_write;  // storage -> the member that first read / wrote it
   std::map<int, int> created;                   // storage -> the member output value that made it
+  std::set<int> mutated;                        // storages written by in-place members
   std::vector<int> expr_stage;               // per expr: latest accumulator stage it reads (-1)
   bool open = true;
 
@@ -190,6 +191,44 @@ struct Group {
     return r;
   }
 };
+
+// The map of a member's output of shape `sizes`: the iteration space itself (full), or in a
+// group with reductions the reduced shape with or without kept dims (outer). False otherwise.
+bool output_map(const Group& G, const Shape& sizes, Affine& m) {
+  if (sizes == G.iter) {
+    m = G.identity(sizes);
+    return m.coef.size() == sizes.size();
+  }
+  if (!G.has_reduction) return false;
+  Shape keep, drop;
+  for (size_t d = 0; d < G.rank(); ++d) {
+    keep.push_back(G.reduced[d] ? 1 : G.iter[d]);
+    if (!G.reduced[d]) drop.push_back(G.iter[d]);
+  }
+  m = Affine{};
+  if (sizes == keep) {
+    m = G.identity(keep);
+    for (size_t d = 0; d < G.rank(); ++d)
+      if (G.reduced[d]) m.coef[d].assign(G.rank(), 0);
+  } else if (sizes == drop) {
+    for (size_t d = 0; d < G.rank(); ++d)
+      if (!G.reduced[d]) {
+        m.coef.push_back(std::vector<int64_t>(G.rank(), 0));
+        m.coef.back()[d] = 1;
+        m.add.push_back(0);
+      }
+  } else {
+    return false;
+  }
+  return m.coef.size() == sizes.size();
+}
+
+// An index that moves with the reduced dims (read or written inside the stage loops).
+bool inner_index(const Group& G, const Index& ix) {
+  for (size_t d = 0; d < G.rank() && d < ix.strides.size(); ++d)
+    if (G.has_reduction && G.reduced[d] && ix.strides[d].value != 0) return true;
+  return false;
+}
 
 struct Failure {};  // the node cannot join this group (thrown inside try_add, caught there)
 
@@ -388,9 +427,10 @@ int Partitioner::reduction(Group& G, int ni) {
   int64_t count = 1;
   for (size_t d = 0; d < r; ++d)
     if (mask[d]) count *= G.iter[d];
-  // Reads of storages the group wrote must not move across stages.
+  // Reads of storages the group wrote must not move into the stages.
   for (int s : G.writes)
-    if (G.loads_of.count(s)) throw Failure{};
+    for (int l : G.loads_of[s])
+      if (inner_index(G, G.k.indices[idx(l)])) throw Failure{};
 
   ExprBuilder b(G.k);
   auto acc = [&](ReduceOp op, int value, DType dt) {
@@ -501,8 +541,15 @@ bool Partitioner::try_add(Group& G, int ni) {
     if (n.kind == NodeKind::Mutate) {
       const Value& t = g_.value(n.target);
       if (G.members.empty()) G.iter = t.sizes, G.reduced.assign(t.sizes.size(), 0);
-      if (G.has_reduction || t.sizes != G.iter) throw Failure{};
-      Affine m = G.identity(t.sizes);
+      Affine m;
+      if (!output_map(G, t.sizes, m)) throw Failure{};
+      // In a group with reductions only writes at the outer point (after every stage), and only
+      // to storages the stages do not read: a stage must not see a later write.
+      if (G.has_reduction) {
+        if (t.sizes == G.iter) throw Failure{};
+        for (int l : G.loads_of[t.storage])
+          if (inner_index(G, G.k.indices[idx(l)])) throw Failure{};
+      }
       int e = cast(G, pointwise(G, ni, m), t.dtype);
       const int s = t.storage;
       // The write replaces exactly what the group holds for this storage, at the same elements.
@@ -511,47 +558,20 @@ bool Partitioner::try_add(Group& G, int ni) {
         if (cv.sizes != t.sizes || cv.strides != t.strides || cv.offset != t.offset || !(it->second.map == m))
           throw Failure{};
       }
-      int b = buffer(G, s, n.target, t.dtype);
-      G.k.buffers[idx(b)].written = true;
       int ix = index(G, t, m);
       for (int l : G.loads_of[s])
         if (!same_index(G.k.indices[idx(l)], G.k.indices[idx(ix)])) throw Failure{};
       G.k.indices.pop_back();
       G.content[s] = Source{SourceKind::Fixed, ni, n.target, m, e};
       G.writes.insert(s);
+      G.mutated.insert(s);
       G.first_write.emplace(s, ni);
       G.has_mutation = true;
     } else if (!red) {
       const Value& o = g_.value(n.outputs.at(0));
       if (G.members.empty()) G.iter = o.sizes, G.reduced.assign(o.sizes.size(), 0);
       Affine m;
-      if (o.sizes == G.iter) {
-        m = G.identity(o.sizes);
-      } else if (G.has_reduction) {
-        // An outer value: the shape of the group's reductions, with or without kept dims.
-        Shape keep, drop;
-        for (size_t d = 0; d < G.rank(); ++d) {
-          keep.push_back(G.reduced[d] ? 1 : G.iter[d]);
-          if (!G.reduced[d]) drop.push_back(G.iter[d]);
-        }
-        m.coef.clear();
-        if (o.sizes == keep) {
-          m = G.identity(keep);
-          for (size_t d = 0; d < G.rank(); ++d)
-            if (G.reduced[d]) m.coef[d].assign(G.rank(), 0);
-        } else if (o.sizes == drop) {
-          for (size_t d = 0; d < G.rank(); ++d)
-            if (!G.reduced[d]) {
-              m.coef.push_back(std::vector<int64_t>(G.rank(), 0));
-              m.coef.back()[d] = 1;
-              m.add.push_back(0);
-            }
-        } else {
-          throw Failure{};
-        }
-      } else {
-        throw Failure{};
-      }
+      if (!output_map(G, o.sizes, m)) throw Failure{};
       if (m.coef.size() != o.sizes.size()) throw Failure{};
       int e = pointwise(G, ni, m);
       G.content[o.storage] = Source{SourceKind::Formula, ni, n.outputs[0], m, e};
@@ -731,6 +751,17 @@ FusionResult Partitioner::run() {
               std::find(cands.begin(), cands.end(), G.id) == cands.end())
             cands.push_back(G.id);
       }
+      // Horizontal: an unrelated open group this pointwise node fits (Adam's two moment updates
+      // of one parameter, over its shape or its gradient's reduced shape), the most recent first.
+      if (n.op->kind == OpKind::Pointwise) {
+        Affine unused;
+        const Shape& shape = g_.value(n.kind == NodeKind::Mutate ? n.target : n.outputs.at(0)).sizes;
+        for (size_t gi = groups_.size(); gi-- > 0;) {
+          const Group& G = groups_[gi];
+          if (G.open && output_map(G, shape, unused) && std::find(cands.begin(), cands.end(), G.id) == cands.end())
+            cands.push_back(G.id);
+        }
+      }
       for (int c : cands)
         if (try_add(groups_[idx(c)], ni)) {
           joined = c;
@@ -766,7 +797,7 @@ FusionResult Partitioner::run() {
   for (const Group& G : groups_) {
     for (auto [s, at] : G.first_read) touchers[idx(s)].push_back({at, G.id});
     for (auto [s, at] : G.first_write)
-      if (G.buffer_of.count(s)) touchers[idx(s)].push_back({at, G.id});
+      if (G.mutated.count(s)) touchers[idx(s)].push_back({at, G.id});
   }
   std::vector<char> needed_fill(ns, 0);
   for (Group& G : groups_) {
