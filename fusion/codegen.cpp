@@ -229,7 +229,7 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
     state().stats.disk_writes += wrote ? 1 : 0;
   }
   KILN_LOG(perf,
-           "codegen: {} kernel(s) compiled in {:.2f} ms (render {:.2f}, O3 {:.2f}, codegen {:.2f}, link {:.2f}; {} bytes of "
+           "codegen: {} kernel(s) compiled in {:.2f} ms (render {:.2f}, optimise {:.2f}, codegen {:.2f}, link {:.2f}; {} bytes of "
            "object{})",
            n, compile_ms, phases.render_ms, phases.optimise_ms, phases.codegen_ms, link_ms, object.size(),
            wrote ? ", written to the disk cache" : "");

@@ -35,9 +35,11 @@ inline llvm::StringMap<bool> host_cpu_features() {
 // CodeGenOpt::Level became the enum class CodeGenOptLevel in LLVM 18, CGFT_* CodeGenFileType::*.
 #if LLVM_VERSION_MAJOR >= 18
 inline constexpr llvm::CodeGenOptLevel kCodeGenAggressive = llvm::CodeGenOptLevel::Aggressive;
+inline constexpr llvm::CodeGenOptLevel kCodeGenDefault = llvm::CodeGenOptLevel::Default;
 inline constexpr llvm::CodeGenFileType kObjectFile = llvm::CodeGenFileType::ObjectFile;
 #else
 inline constexpr llvm::CodeGenOpt::Level kCodeGenAggressive = llvm::CodeGenOpt::Aggressive;
+inline constexpr llvm::CodeGenOpt::Level kCodeGenDefault = llvm::CodeGenOpt::Default;
 inline constexpr llvm::CodeGenFileType kObjectFile = llvm::CGFT_ObjectFile;
 #endif
 

@@ -1,6 +1,6 @@
 #pragma once
 // The LLVM side of the CPU codegen, behind fusion/codegen.cpp (which holds the kernel cache):
-// one process-wide ORC LLJIT, the host TargetMachine, the O3 pipeline, object emission, and the
+// one process-wide ORC LLJIT, the host TargetMachine, the O2 pipeline, object emission, and the
 // disk cache file format. No LLVM types in this header.
 #include <cstdint>
 #include <string>
@@ -15,7 +15,7 @@ namespace kiln::fusion::llvm_jit {
 // that change generated code, LLVM version. Computed once.
 const std::string& host_description();
 
-// Per kernel, the function's LLVM IR before and after the O3 pipeline.
+// Per kernel, the function's LLVM IR before and after the O2 pipeline.
 struct ModuleText {
   std::vector<std::string> before, after;
 };
@@ -24,7 +24,7 @@ struct CompileTimings {
   double render_ms = 0, optimise_ms = 0, codegen_ms = 0;  // render includes verification
 };
 
-// Renders kernels[i] as function symbols[i], all into one module; verifies it, runs the O3
+// Renders kernels[i] as function symbols[i], all into one module; verifies it, runs the O2
 // pipeline for the host CPU once, and emits an ELF object (returned as bytes). Raises
 // kiln::Error (kiln::InternalError for a malformed kernel or module).
 std::string compile_object(const std::vector<const Kernel*>& kernels, const std::vector<std::string>& symbols,

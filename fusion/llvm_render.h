@@ -1,7 +1,7 @@
 #pragma once
 // Kernel IR -> LLVM IR: one function per kernel,
 //   void <symbol>(i8** buffers, i64* params, i64 begin, i64 end)
-// whose loops the O3 pipeline turns into SIMD code (see llvm_render.cpp for the shape).
+// whose loops the O2 pipeline turns into SIMD code (see llvm_render.cpp for the shape).
 #include <llvm/IR/Function.h>
 #include <llvm/IR/Module.h>
 
