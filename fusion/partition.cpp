@@ -492,8 +492,9 @@ int Partitioner::reduction(Group& G, int ni) {
     int xc = cast(G, xe, ot);
     int mx = acc(ReduceOp::Max, xc, ot);
     int sh = bin(ExprOp::Sub, xc, mx);
-    int s = plain_sum(un(ExprOp::Exp, sh));
-    result = name == "softmax" ? bin(ExprOp::Div, un(ExprOp::Exp, sh), s) : bin(ExprOp::Sub, sh, un(ExprOp::Log, s));
+    int ex = un(ExprOp::Exp, sh);
+    int s = plain_sum(ex);
+    result = name == "softmax" ? bin(ExprOp::Div, ex, s) : bin(ExprOp::Sub, sh, un(ExprOp::Log, s));
   } else if (name == "layer_norm") {
     // As eager: mean and centred variance in float64, then normalised in the input's dtype.
     const double eps = n.attrs.d(1);
