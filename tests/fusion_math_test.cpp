@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <memory>
@@ -50,7 +51,12 @@ namespace kiln::fusion {
 namespace {
 
 // Points per sweep (each function, dtype): the whole float range log-spaced plus its core range.
-constexpr size_t kSweep = KILN_TEST_SANITIZED ? 60000 : 1000000;
+// $KILN_FUSION_MATH_POINTS overrides it for longer runs.
+size_t sweep_points() {
+  const char* env = std::getenv("KILN_FUSION_MATH_POINTS");
+  if (env && std::atoll(env) > 0) return static_cast<size_t>(std::atoll(env));
+  return KILN_TEST_SANITIZED ? 60000 : 1000000;
+}
 
 template <class T>
 T unwrap(llvm::Expected<T> v, const char* what) {
@@ -358,7 +364,7 @@ template <class T>
 void check_accuracy(ExprOp op) {
   constexpr DType dt = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
   ASSERT_TRUE(has_inline_math(op, dt)) << expr_op_name(op);
-  std::vector<T> x = sweep<T>(op, kSweep);
+  std::vector<T> x = sweep<T>(op, sweep_points());
   std::vector<Ref<T>> ref(x.size());
   for (size_t i = 0; i < x.size(); ++i) ref[i] = reference<Ref<T>>(op, static_cast<Ref<T>>(x[i]));
   double b = dt == DType::Float32 ? bound(op).first : bound(op).second;
@@ -569,7 +575,7 @@ TEST(FusionMath, Float32MatchesEager) {
   };
   for (Case c : {Case{ExprOp::Exp, math::exp_f32}, Case{ExprOp::Log, math::log_f32}, Case{ExprOp::Tanh, math::tanh_f32},
                  Case{ExprOp::Erf, math::erf_f32}}) {
-    std::vector<float> x = sweep<float>(c.op, kSweep / 4);
+    std::vector<float> x = sweep<float>(c.op, sweep_points() / 4);
     std::vector<float> y = run<float>(true, c.op, x);
     size_t differ = 0;
     int64_t max_dist = 0;
