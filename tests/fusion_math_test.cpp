@@ -371,7 +371,7 @@ void check_accuracy(ExprOp op) {
   for (bool fma : {true, false}) {
     std::vector<T> y = run<T>(fma, op, x);
     Worst w = max_error<T>(op, x, y, ref);
-    std::printf("| %-6s | %s | %-8s | %.3f | %.9g | %zu |\n", expr_op_name(op), dt == DType::Float32 ? "float32" : "float64",
+    std::printf("| %-6s | %s | %-8s | %.3f | %.17g | %zu |\n", expr_op_name(op), dt == DType::Float32 ? "float32" : "float64",
                 fma ? (host_has_fma() ? "fma" : "host") : "no fma", w.ulp, w.at, w.count);
     EXPECT_LE(w.ulp, b) << expr_op_name(op) << (fma ? "" : " without FMA") << " at x = " << w.at;
   }
