@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -37,6 +38,10 @@ class Em {
   }
   bool f64() const { return f64_; }
   llvm::Type* type() const { return ft_; }
+  // Double arithmetic for a float32 result (rounded once at the end): ~2^-40 relative error
+  // suffices, so the float64 algorithms drop their compensations and shorten polynomials.
+  bool for_f32() const { return for_f32_; }
+  void set_for_f32() { for_f32_ = true; }
 
   Value* c(double v) { return llvm::ConstantFP::get(ft_, v); }
   Value* inf(bool negative = false) { return llvm::ConstantFP::getInfinity(ft_, negative); }
@@ -121,6 +126,7 @@ class Em {
   llvm::Type* ft_;
   llvm::Type* it_;
   bool f64_ = false;
+  bool for_f32_ = false;
 };
 
 // ---- Float32: the algorithms of kernels/scalar_math.h, operation for operation ------------
@@ -242,6 +248,11 @@ std::pair<Value*, Value*> pow2_split(Em& e, Value* n) {
 // carries rounding errors, ~2^-56 of the result. (e^x - 1 near ln2/2 has the result at a third
 // of the terms, where a plain r + r^2 q(r) costs ~0.4 ulp.)
 std::pair<Value*, Value*> expm1_reduced(Em& e, Value* r, Value* rlo) {
+  if (e.for_f32()) {  // Taylor to r^9 (error 2^-37 of the result), plainly summed
+    Value* w = e.mul(e.mul(r, r), e.horner(r, {1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+                                               1.0 / 40320, 1.0 / 362880}));
+    return {e.add(r, e.add(w, rlo)), e.c(0.0)};
+  }
   auto [sq, sq_lo] = e.two_prod(r, r);
   Value* s = e.add(r, e.mul(e.c(0.5), sq));
   Value* s_err = e.add(e.sub(r, s), e.mul(e.c(0.5), sq));
@@ -253,11 +264,13 @@ std::pair<Value*, Value*> expm1_reduced(Em& e, Value* r, Value* rlo) {
 // x - n ln2 = r + rlo exactly enough (two-sum) for n = round(x / ln2); n < 2^21.
 std::pair<Value*, Value*> reduce_ln2(Em& e, Value* x, Value* n) {
   Value* rhi = e.sub(x, e.mul(n, e.c(kLn2Hi)));  // exact
+  if (e.for_f32()) return {e.sub(rhi, e.mul(n, e.c(kLn2Lo))), e.c(0.0)};
   return e.two_sum(rhi, e.neg(e.mul(n, e.c(kLn2Lo))));
 }
 
 // 1 + (hi + lo), rounded once (nearly): |hi| < 1.
 Value* one_plus(Em& e, Value* hi, Value* lo) {
+  if (e.for_f32()) return e.add(e.c(1.0), e.add(hi, lo));
   Value* s = e.add(e.c(1.0), hi);
   Value* err = e.add(e.sub(e.c(1.0), s), hi);
   return e.add(s, e.add(err, lo));
@@ -281,8 +294,12 @@ Value* exp2_f64(Em& e, Value* x) {
   auto [n, ni] = e.round_int(xc);
   Value* r = e.sub(xc, n);  // exact, in [-1/2, 1/2]
   // r * ln2 = th + tl to ~2^-100 relative.
-  auto [th, tl] = e.two_prod(r, e.c(0x1.62e42fefa39efp-1));
-  tl = e.add(tl, e.mul(r, e.c(0x1.abc9e3b39803fp-56)));
+  Value* th = e.mul(r, e.c(0x1.62e42fefa39efp-1));
+  Value* tl = e.c(0.0);
+  if (!e.for_f32()) {
+    std::tie(th, tl) = e.two_prod(r, e.c(0x1.62e42fefa39efp-1));
+    tl = e.add(tl, e.mul(r, e.c(0x1.abc9e3b39803fp-56)));
+  }
   auto [hi, lo] = expm1_reduced(e, th, tl);
   auto [s1, s2] = pow2_split(e, ni);
   Value* y = e.mul(e.mul(one_plus(e, hi, lo), s1), s2);
@@ -297,6 +314,7 @@ std::pair<Value*, Value*> expm1_dd(Em& e, Value* xc) {
   auto [r, rlo] = reduce_ln2(e, xc, n);
   auto [h, l] = expm1_reduced(e, r, rlo);
   Value* u = e.pow2(e.isub(ni, e.ci(1)));
+  if (e.for_f32()) return {e.mul(e.c(2.0), e.add(e.add(e.sub(u, e.c(0.5)), e.mul(u, h)), e.mul(u, l))), e.c(0.0)};
   auto [a, aerr] = e.two_sum(u, e.c(-0.5));
   Value* b = e.mul(u, h);
   Value* hi = e.add(a, b);  // fast two-sum: |u - 1/2| >= |u * em| for every n
@@ -330,9 +348,11 @@ LogParts log_parts(Em& e, Value* x) {
   Value* f = e.sub(m, e.c(1.0));
   Value* s = e.div(f, e.add(e.c(2.0), f));
   Value* z = e.mul(s, s);
-  Value* r = e.mul(z, e.horner(z, {0x1.5555555555558p-1, 0x1.99999999952a7p-2, 0x1.2492492df7095p-2,
-                                   0x1.c71c62def9b30p-3, 0x1.7462b65730648p-3, 0x1.39fe2ddcc1703p-3,
-                                   0x1.2b5a875510317p-3}));
+  Value* r = e.mul(z, e.for_f32() ? e.horner(z, {0x1.5555555564f97p-1, 0x1.999998ca73626p-2, 0x1.2493243fa4fdbp-2,
+                                                  0x1.c67ab364be016p-3, 0x1.8c8ea26c1e05fp-3})  // degree 4: 2^-36
+                                   : e.horner(z, {0x1.5555555555558p-1, 0x1.99999999952a7p-2, 0x1.2492492df7095p-2,
+                                                  0x1.c71c62def9b30p-3, 0x1.7462b65730648p-3, 0x1.39fe2ddcc1703p-3,
+                                                  0x1.2b5a875510317p-3}));
   Value* hfsq = e.mul(e.c(0.5), e.mul(f, f));
   return {k, f, hfsq, s, r};
 }
@@ -365,6 +385,10 @@ Value* log_f64(Em& e, Value* x) {
 // whenever k != 0).
 Value* log_base_f64(Em& e, Value* x, double chi, double clo, double k_hi, double k_lo) {
   LogParts p = log_parts_any(e, x);
+  if (e.for_f32()) {
+    Value* l = e.sub(p.f, e.sub(p.hfsq, e.mul(p.s, e.add(p.hfsq, p.r))));
+    return log_specials(e, x, e.add(e.mul(p.k, e.c(k_hi + k_lo)), e.mul(l, e.c(chi + clo))));
+  }
   Value* hi = e.sub(p.f, p.hfsq);
   hi = e.from_bits(e.iand(e.bits(hi), e.ci(static_cast<int64_t>(0xffffffff00000000))));
   Value* lo = e.add(e.sub(e.sub(p.f, hi), p.hfsq), e.mul(p.s, e.add(p.hfsq, p.r)));
@@ -522,6 +546,7 @@ Value* sincos_f32(Em& e, llvm::IRBuilderBase& b, Value* x, bool is_cos) {
 // A float32 function evaluated with the float64 algorithm: one rounding at the end.
 Value* via_f64(Em& e, llvm::IRBuilderBase& b, Value* (*f)(Em&, Value*), Value* x) {
   Em d(b, same_shape(x->getType(), llvm::Type::getDoubleTy(x->getContext())));
+  d.set_for_f32();
   return b.CreateFPTrunc(f(d, b.CreateFPExt(x, d.type())), e.type());
 }
 
