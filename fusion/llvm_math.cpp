@@ -580,9 +580,11 @@ llvm::Value* emit_math(llvm::IRBuilderBase& b, ExprOp op, llvm::Value* x) {
   DType dtype = scalar->isDoubleTy() ? DType::Float64 : DType::Float32;
   KILN_INTERNAL_ASSERT(has_inline_math(op, dtype), "emit_math: no inline implementation of ", expr_op_name(op),
                        " for ", dtype_name(dtype));
-  // The caller's fast-math flags would license dropping the NaN/inf/sign-of-zero handling.
+  // The caller's fast-math flags would license dropping the NaN/inf/sign-of-zero handling (and
+  // `contract` would break the exact two-product); !fpmath would allow inexact division.
   llvm::IRBuilderBase::FastMathFlagGuard guard(b);
   b.clearFastMathFlags();
+  b.setDefaultFPMathTag(nullptr);
   b.setIsFPConstrained(false);
   Em e(b, x->getType());
   if (!e.f64()) {

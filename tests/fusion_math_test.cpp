@@ -73,10 +73,11 @@ std::string fn_name(ExprOp op, DType dt) {
   return std::string("k_") + expr_op_name(op) + (dt == DType::Float32 ? "_f32" : "_f64");
 }
 
-// Compiles one loop per (op, dtype) for the host CPU, with or without FMA.
+// Compiles one loop per (op, dtype) for the host CPU, with or without FMA; `fast_builder`
+// hands emit_math a builder with every fast-math flag set (it must not use them).
 class MathJit {
  public:
-  MathJit(const std::vector<std::pair<ExprOp, DType>>& fns, bool fma) {
+  MathJit(const std::vector<std::pair<ExprOp, DType>>& fns, bool fma, bool fast_builder = false) {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
     auto jtmb = unwrap(llvm::orc::JITTargetMachineBuilder::detectHost(), "detectHost");
@@ -91,7 +92,7 @@ class MathJit {
     auto m = std::make_unique<llvm::Module>("fusion_math_test", *ctx);
     m->setDataLayout(tm->createDataLayout());
     m->setTargetTriple(tm->getTargetTriple().str());
-    for (auto [op, dt] : fns) build_loop(*m, op, dt, *tm);
+    for (auto [op, dt] : fns) build_loop(*m, op, dt, *tm, fast_builder);
 
     llvm::LoopAnalysisManager lam;
     llvm::FunctionAnalysisManager fam;
@@ -131,7 +132,7 @@ class MathJit {
   bool host_has_fma() const { return host_has_fma_; }
 
  private:
-  static void build_loop(llvm::Module& m, ExprOp op, DType dt, const llvm::TargetMachine& tm) {
+  static void build_loop(llvm::Module& m, ExprOp op, DType dt, const llvm::TargetMachine& tm, bool fast_builder) {
     llvm::LLVMContext& ctx = m.getContext();
     llvm::Type* t = dt == DType::Float32 ? llvm::Type::getFloatTy(ctx) : llvm::Type::getDoubleTy(ctx);
     llvm::Type* i64 = llvm::Type::getInt64Ty(ctx);
@@ -155,7 +156,9 @@ class MathJit {
     llvm::PHINode* i = b.CreatePHI(i64, 2);
     i->addIncoming(b.getInt64(0), entry);
     llvm::Value* xi = b.CreateLoad(t, b.CreateGEP(t, x, i));
+    if (fast_builder) b.setFastMathFlags(llvm::FastMathFlags::getFast());
     b.CreateStore(emit_math(b, op, xi), b.CreateGEP(t, y, i));
+    if (fast_builder && !b.getFastMathFlags().isFast()) throw std::runtime_error("emit_math did not restore the flags");
     llvm::Value* next = b.CreateAdd(i, b.getInt64(1));
     i->addIncoming(next, b.GetInsertBlock());
     b.CreateCondBr(b.CreateICmpSLT(next, n), loop, exit);
@@ -186,10 +189,10 @@ std::vector<std::pair<ExprOp, DType>> inline_fns() {
 
 // Compiled on first use and kept: one module per function (a test process compiles only what
 // it runs), or one with every function.
-const MathJit& jit(const std::vector<std::pair<ExprOp, DType>>& fns, bool fma) {
-  static std::map<std::pair<std::vector<std::pair<ExprOp, DType>>, bool>, std::unique_ptr<MathJit>> jits;
-  auto& j = jits[{fns, fma}];
-  if (!j) j = std::make_unique<MathJit>(fns, fma);
+const MathJit& jit(const std::vector<std::pair<ExprOp, DType>>& fns, bool fma, bool fast_builder = false) {
+  static std::map<std::tuple<std::vector<std::pair<ExprOp, DType>>, bool, bool>, std::unique_ptr<MathJit>> jits;
+  auto& j = jits[{fns, fma, fast_builder}];
+  if (!j) j = std::make_unique<MathJit>(fns, fma, fast_builder);
   return *j;
 }
 
@@ -517,6 +520,28 @@ TEST(FusionMath, NanPropagates) {
       for (double y : run<double>(true, op, x, false)) EXPECT_TRUE(std::isnan(y)) << expr_op_name(op);
     }
   }
+}
+
+// A caller's fast-math flags (nnan, ninf, nsz, contract, ...) must not leak into the functions:
+// they would license deleting the special-value handling. The special values, through loops
+// built with a fast-math builder, are what they are without.
+TEST(FusionMath, IgnoresCallerFastMathFlags) {
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    constexpr DType dt = dtype_of<T>;
+    const MathJit& fast = jit(inline_fns(dt), true, true);
+    std::vector<T> x = special_values<T>();
+    for (ExprOp op : kAllOps) {
+      if (!has_inline_math(op, dt)) continue;
+      std::vector<T> want = run<T>(true, op, x, false), got(x.size());
+      fast.fn(op, dt)(x.data(), got.data(), static_cast<int64_t>(x.size()));
+      for (size_t i = 0; i < x.size(); ++i)
+        EXPECT_TRUE(same(got[i], want[i])) << expr_op_name(op) << "(" << x[i] << "): " << got[i] << " with the caller's "
+                                           << "fast-math flags, " << want[i] << " without";
+    }
+  };
+  check(0.0f);
+  check(0.0);
 }
 
 // ---- code shape ----------------------------------------------------------------------------
