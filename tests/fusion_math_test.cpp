@@ -589,9 +589,8 @@ std::vector<std::string> callees(const std::string& ir) {
 }
 
 TEST(FusionMath, LoopsVectoriseWithoutCalls) {
-  const MathJit& j = jit(inline_fns(), true);
   for (auto [op, dt] : inline_fns()) {
-    const std::string& ir = j.ir(op, dt);
+    const std::string& ir = jit(inline_fns(dt), true).ir(op, dt);
     const char* type = dt == DType::Float32 ? "float" : "double";
     int width = vector_width(ir, type);
     std::printf("%s: <%d x %s>\n", fn_name(op, dt).c_str(), width, type);
