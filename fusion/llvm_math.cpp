@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -37,6 +38,10 @@ class Em {
   }
   bool f64() const { return f64_; }
   llvm::Type* type() const { return ft_; }
+  // Double arithmetic for a float32 result (rounded once at the end): ~2^-40 relative error
+  // suffices, so the float64 algorithms drop their compensations and shorten polynomials.
+  bool for_f32() const { return for_f32_; }
+  void set_for_f32() { for_f32_ = true; }
 
   Value* c(double v) { return llvm::ConstantFP::get(ft_, v); }
   Value* inf(bool negative = false) { return llvm::ConstantFP::getInfinity(ft_, negative); }
@@ -121,6 +126,7 @@ class Em {
   llvm::Type* ft_;
   llvm::Type* it_;
   bool f64_ = false;
+  bool for_f32_ = false;
 };
 
 // ---- Float32: the algorithms of kernels/scalar_math.h, operation for operation ------------
@@ -221,11 +227,12 @@ constexpr double kLn2Hi = 0x1.62e42fee00000p-1;
 constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 constexpr double kLog2e = 0x1.71547652b82fep+0;
 
-// e^r - 1 = r + r^2 * expm1_q(r) on |r| <= ln2/2: minimax for relative error, degree 10.
-Value* expm1_q(Em& e, Value* r) {
-  return e.horner(r, {0x1.0000000000000p-1, 0x1.5555555555557p-3, 0x1.555555555554ep-5, 0x1.11111111100eep-7,
-                      0x1.6c16c16c1a073p-10, 0x1.a01a01abdf014p-13, 0x1.a01a019062673p-16, 0x1.71de024b41046p-19,
-                      0x1.27e510da22774p-22, 0x1.af4db8a8c7d59p-26, 0x1.1f19f4d96d6b2p-29});
+// e^r - 1 = r + r^2/2 + r^3 * expm1_q1(r) on |r| <= ln2/2: minimax (for the relative error of
+// (e^r - 1 - r)/r^2 = 1/2 + r q1(r); the fit's constant term rounds to exactly 1/2), degree 10.
+Value* expm1_q1(Em& e, Value* r) {
+  return e.horner(r, {0x1.5555555555557p-3, 0x1.555555555554ep-5, 0x1.11111111100eep-7, 0x1.6c16c16c1a073p-10,
+                      0x1.a01a01abdf014p-13, 0x1.a01a019062673p-16, 0x1.71de024b41046p-19, 0x1.27e510da22774p-22,
+                      0x1.af4db8a8c7d59p-26, 0x1.1f19f4d96d6b2p-29});
 }
 
 // 2^n for n in [-1076, 1025], as two normal factors so that a subnormal product is rounded once.
@@ -236,22 +243,34 @@ std::pair<Value*, Value*> pow2_split(Em& e, Value* n) {
   return {s1, s2};
 }
 
-// e^(r + rlo) - 1 = hi + lo for |r| <= ln2/2 and |rlo| <= ulp(r): r + r^2 q(r) + rlo, with the
-// final sum kept as two doubles (fast two-sum: |r| >= |r^2 q(r) + rlo|).
+// e^(r + rlo) - 1 = hi + lo for |r| <= ln2/2 and |rlo| <= ulp(r): r + r^2/2 is summed exactly
+// (r^2 from a two-product; fast two-sum, |r| >= r^2/2), so that only the small r^3 q1(r) + rlo
+// carries rounding errors, ~2^-56 of the result. (e^x - 1 near ln2/2 has the result at a third
+// of the terms, where a plain r + r^2 q(r) costs ~0.4 ulp.)
 std::pair<Value*, Value*> expm1_reduced(Em& e, Value* r, Value* rlo) {
-  Value* w = e.add(e.mul(e.mul(r, r), expm1_q(e, r)), rlo);
-  Value* hi = e.add(r, w);
-  return {hi, e.add(e.sub(r, hi), w)};
+  if (e.for_f32()) {  // Taylor to r^9 (error 2^-37 of the result), plainly summed
+    Value* w = e.mul(e.mul(r, r), e.horner(r, {1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+                                               1.0 / 40320, 1.0 / 362880}));
+    return {e.add(r, e.add(w, rlo)), e.c(0.0)};
+  }
+  auto [sq, sq_lo] = e.two_prod(r, r);
+  Value* s = e.add(r, e.mul(e.c(0.5), sq));
+  Value* s_err = e.add(e.sub(r, s), e.mul(e.c(0.5), sq));
+  Value* lo = e.add(s_err, e.add(e.add(e.mul(e.c(0.5), sq_lo), e.mul(e.mul(r, sq), expm1_q1(e, r))), rlo));
+  Value* hi = e.add(s, lo);
+  return {hi, e.add(e.sub(s, hi), lo)};
 }
 
 // x - n ln2 = r + rlo exactly enough (two-sum) for n = round(x / ln2); n < 2^21.
 std::pair<Value*, Value*> reduce_ln2(Em& e, Value* x, Value* n) {
   Value* rhi = e.sub(x, e.mul(n, e.c(kLn2Hi)));  // exact
+  if (e.for_f32()) return {e.sub(rhi, e.mul(n, e.c(kLn2Lo))), e.c(0.0)};
   return e.two_sum(rhi, e.neg(e.mul(n, e.c(kLn2Lo))));
 }
 
 // 1 + (hi + lo), rounded once (nearly): |hi| < 1.
 Value* one_plus(Em& e, Value* hi, Value* lo) {
+  if (e.for_f32()) return e.add(e.c(1.0), e.add(hi, lo));
   Value* s = e.add(e.c(1.0), hi);
   Value* err = e.add(e.sub(e.c(1.0), s), hi);
   return e.add(s, e.add(err, lo));
@@ -275,8 +294,12 @@ Value* exp2_f64(Em& e, Value* x) {
   auto [n, ni] = e.round_int(xc);
   Value* r = e.sub(xc, n);  // exact, in [-1/2, 1/2]
   // r * ln2 = th + tl to ~2^-100 relative.
-  auto [th, tl] = e.two_prod(r, e.c(0x1.62e42fefa39efp-1));
-  tl = e.add(tl, e.mul(r, e.c(0x1.abc9e3b39803fp-56)));
+  Value* th = e.mul(r, e.c(0x1.62e42fefa39efp-1));
+  Value* tl = e.c(0.0);
+  if (!e.for_f32()) {
+    std::tie(th, tl) = e.two_prod(r, e.c(0x1.62e42fefa39efp-1));
+    tl = e.add(tl, e.mul(r, e.c(0x1.abc9e3b39803fp-56)));
+  }
   auto [hi, lo] = expm1_reduced(e, th, tl);
   auto [s1, s2] = pow2_split(e, ni);
   Value* y = e.mul(e.mul(one_plus(e, hi, lo), s1), s2);
@@ -291,6 +314,7 @@ std::pair<Value*, Value*> expm1_dd(Em& e, Value* xc) {
   auto [r, rlo] = reduce_ln2(e, xc, n);
   auto [h, l] = expm1_reduced(e, r, rlo);
   Value* u = e.pow2(e.isub(ni, e.ci(1)));
+  if (e.for_f32()) return {e.mul(e.c(2.0), e.add(e.add(e.sub(u, e.c(0.5)), e.mul(u, h)), e.mul(u, l))), e.c(0.0)};
   auto [a, aerr] = e.two_sum(u, e.c(-0.5));
   Value* b = e.mul(u, h);
   Value* hi = e.add(a, b);  // fast two-sum: |u - 1/2| >= |u * em| for every n
@@ -324,9 +348,11 @@ LogParts log_parts(Em& e, Value* x) {
   Value* f = e.sub(m, e.c(1.0));
   Value* s = e.div(f, e.add(e.c(2.0), f));
   Value* z = e.mul(s, s);
-  Value* r = e.mul(z, e.horner(z, {0x1.5555555555558p-1, 0x1.99999999952a7p-2, 0x1.2492492df7095p-2,
-                                   0x1.c71c62def9b30p-3, 0x1.7462b65730648p-3, 0x1.39fe2ddcc1703p-3,
-                                   0x1.2b5a875510317p-3}));
+  Value* r = e.mul(z, e.for_f32() ? e.horner(z, {0x1.5555555564f97p-1, 0x1.999998ca73626p-2, 0x1.2493243fa4fdbp-2,
+                                                  0x1.c67ab364be016p-3, 0x1.8c8ea26c1e05fp-3})  // degree 4: 2^-36
+                                   : e.horner(z, {0x1.5555555555558p-1, 0x1.99999999952a7p-2, 0x1.2492492df7095p-2,
+                                                  0x1.c71c62def9b30p-3, 0x1.7462b65730648p-3, 0x1.39fe2ddcc1703p-3,
+                                                  0x1.2b5a875510317p-3}));
   Value* hfsq = e.mul(e.c(0.5), e.mul(f, f));
   return {k, f, hfsq, s, r};
 }
@@ -359,6 +385,10 @@ Value* log_f64(Em& e, Value* x) {
 // whenever k != 0).
 Value* log_base_f64(Em& e, Value* x, double chi, double clo, double k_hi, double k_lo) {
   LogParts p = log_parts_any(e, x);
+  if (e.for_f32()) {
+    Value* l = e.sub(p.f, e.sub(p.hfsq, e.mul(p.s, e.add(p.hfsq, p.r))));
+    return log_specials(e, x, e.add(e.mul(p.k, e.c(k_hi + k_lo)), e.mul(l, e.c(chi + clo))));
+  }
   Value* hi = e.sub(p.f, p.hfsq);
   hi = e.from_bits(e.iand(e.bits(hi), e.ci(static_cast<int64_t>(0xffffffff00000000))));
   Value* lo = e.add(e.sub(e.sub(p.f, hi), p.hfsq), e.mul(p.s, e.add(p.hfsq, p.r)));
@@ -417,11 +447,29 @@ Value* tanh_f64(Em& e, Value* x) {
 Value* erf_f64(Em& e, Value* x) {
   Value* sign = e.sign_bit(x);
   Value* a = e.fabs(x);
-  // |x| < 0.84375: erf(a) = a + a * P(a^2), minimax for relative error, degree 10.
-  Value* small = e.add(a, e.mul(a, e.horner(e.mul(a, a),
-      {0x1.06eba8214db68p-3, -0x1.812746b0379a3p-2, 0x1.ce2f21a03f0f5p-4, -0x1.b82ce311487f5p-6,
-       0x1.565bccd67d251p-8, -0x1.c02da892b67c1p-11, 0x1.f9a1b11d1f30dp-14, -0x1.f4b38c1dbdae6p-17,
-       0x1.b84261944eecap-20, -0x1.515e1bfddbfbap-23, 0x1.701fc9937bbdap-27})));
+  // |x| < 0.6: erf(a) = a + a * P(a^2), minimax for relative error, degree 9. a + a P(0) is
+  // kept exact (two-product, fast two-sum) so that only the smaller a^3 P1(a^2) =
+  // a (P(a^2) - P(0)) carries rounding errors.
+  const double kP0 = 0x1.06eba8214db69p-3;
+  Value* z = e.mul(a, a);
+  Value* t = e.mul(e.mul(a, z), e.horner(z,
+      {-0x1.812746b0379dep-2, 0x1.ce2f21a041ec2p-4, -0x1.b82ce3121484fp-6, 0x1.565bccedb7106p-8,
+       -0x1.c02da968d6811p-11, 0x1.f9a10f1c5b6cdp-14, -0x1.f49096fae6630p-17, 0x1.b4fe1e2f79a8dp-20,
+       -0x1.2abff3e0c6c60p-23}));
+  auto [p0, p0_lo] = e.two_prod(a, e.c(kP0));
+  Value* head = e.add(a, p0);
+  Value* small = e.add(head, e.add(e.add(e.add(e.sub(a, head), p0), p0_lo), t));
+  // Near the subnormals the two-product underflows: erf(a) = a 2/sqrt(pi) there, scaled up so
+  // that the product is rounded once, in the subnormal range.
+  Value* tiny = e.mul(e.mul(e.mul(a, e.c(0x1p64)), e.c(0x1.20dd750429b6dp+0)), e.c(0x1p-64));
+  small = e.sel(e.lt(a, e.c(0x1p-1000)), tiny, small);
+  // 0.6 <= |x| < 0.84375: erf(a) = erf(0.72) + R(a - 0.72), R of degree 11 (there a^3 P1(a^2)
+  // would be a quarter of the result and its rounding errors would reach ~0.6 ulp).
+  Value* mid = e.add(e.c(0x1.620385b681104p-1), e.horner(e.sub(a, e.c(0.72)),
+      {-0x1.7fd5d5f567486p-56, 0x1.5805be0fb00afp-1, -0x1.ef646dd926784p-2, 0x1.0e149e7eb917ap-7,
+       0x1.442f49eed1d39p-3, -0x1.89b782d88f1fcp-5, -0x1.f69c28c224e36p-6, 0x1.22e0d47f22473p-6,
+       0x1.bac27917aec47p-9, -0x1.05a683de07ee4p-8, -0x1.e4d8ff1bed6c7p-16, 0x1.5567f00c703adp-11}));
+  small = e.sel(e.lt(a, e.c(0.6)), small, mid);
   // 0.84375 <= |x| < 6: erf(a) = 1 - exp(-a^2) Q(a), Q(a) = erfc(a) e^(a^2) of degree 22 in
   // a - 1.5, minimax for the relative error of erf. a^2 = th + tl exactly; exp(-a^2) =
   // exp(-th) (1 - tl); 1 - E*Q with the product exact (two-product) and the difference two-summed.
@@ -430,8 +478,8 @@ Value* erf_f64(Em& e, Value* x) {
   auto [n, ni] = e.round_int(e.mul(th, e.c(-kLog2e)));
   auto [r, rlo] = reduce_ln2(e, e.neg(th), n);
   auto [h, l] = expm1_reduced(e, r, rlo);
-  Value* ex = e.mul(one_plus(e, h, l), e.pow2(ni));  // n in [-52, -1]
-  ex = e.sub(ex, e.mul(ex, tl));
+  // exp(-a^2) = 2^n (1 + h + l)(1 - tl), rounded once: 1 + h + (l - tl (1 + h)).
+  Value* ex = e.mul(one_plus(e, h, e.sub(l, e.mul(tl, e.add(e.c(1.0), h)))), e.pow2(ni));  // n in [-52, 0]
   Value* q = e.horner(e.sub(ac, e.c(1.5)),
       {0x1.494daffa2ad68p-2, -0x1.4f1988444caefp-3, 0x1.37ea271bc5613p-4, -0x1.0dc51d2942332p-5,
        0x1.b65944f337a0cp-7, -0x1.513ed75fef70bp-8, 0x1.ee705e7d0248dp-10, -0x1.5b0abff05f5cap-11,
@@ -498,6 +546,7 @@ Value* sincos_f32(Em& e, llvm::IRBuilderBase& b, Value* x, bool is_cos) {
 // A float32 function evaluated with the float64 algorithm: one rounding at the end.
 Value* via_f64(Em& e, llvm::IRBuilderBase& b, Value* (*f)(Em&, Value*), Value* x) {
   Em d(b, same_shape(x->getType(), llvm::Type::getDoubleTy(x->getContext())));
+  d.set_for_f32();
   return b.CreateFPTrunc(f(d, b.CreateFPExt(x, d.type())), e.type());
 }
 
@@ -531,9 +580,11 @@ llvm::Value* emit_math(llvm::IRBuilderBase& b, ExprOp op, llvm::Value* x) {
   DType dtype = scalar->isDoubleTy() ? DType::Float64 : DType::Float32;
   KILN_INTERNAL_ASSERT(has_inline_math(op, dtype), "emit_math: no inline implementation of ", expr_op_name(op),
                        " for ", dtype_name(dtype));
-  // The caller's fast-math flags would license dropping the NaN/inf/sign-of-zero handling.
+  // The caller's fast-math flags would license dropping the NaN/inf/sign-of-zero handling (and
+  // `contract` would break the exact two-product); !fpmath would allow inexact division.
   llvm::IRBuilderBase::FastMathFlagGuard guard(b);
   b.clearFastMathFlags();
+  b.setDefaultFPMathTag(nullptr);
   b.setIsFPConstrained(false);
   Em e(b, x->getType());
   if (!e.f64()) {
