@@ -38,26 +38,6 @@ using llvm::Value;
 bool is_unsigned_int(DType t) { return t == DType::Bool || t == DType::UInt8; }
 bool is_half_like(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
 
-// libm names for the elementary functions (the float variant adds "f").
-const char* libm_name(ExprOp op) {
-  switch (op) {
-    case ExprOp::Exp: return "exp";
-    case ExprOp::Exp2: return "exp2";
-    case ExprOp::Log: return "log";
-    case ExprOp::Log2: return "log2";
-    case ExprOp::Log10: return "log10";
-    case ExprOp::Log1p: return "log1p";
-    case ExprOp::Expm1: return "expm1";
-    case ExprOp::Sin: return "sin";
-    case ExprOp::Cos: return "cos";
-    case ExprOp::Tan: return "tan";
-    case ExprOp::Tanh: return "tanh";
-    case ExprOp::Erf: return "erf";
-    case ExprOp::Pow: return "pow";
-    default: return nullptr;
-  }
-}
-
 class Renderer {
  public:
   Renderer(llvm::Module& m, const Kernel& k) : m_(m), ctx_(m.getContext()), k_(k), b_(m.getContext()) {}
@@ -467,7 +447,7 @@ class Renderer {
   }
 
   Value* libm_call(ExprOp op, Type* t, std::initializer_list<Value*> args) {
-    std::string name = libm_name(op);
+    std::string name = expr_op_name(op);  // the op names are libm's (float variants add "f")
     if (t->isFloatTy()) name += "f";
     std::vector<Type*> arg_types(args.size(), t);
     llvm::FunctionCallee callee = m_.getOrInsertFunction(name, llvm::FunctionType::get(t, arg_types, false));

@@ -74,7 +74,7 @@ void Plan::give_back(std::unique_ptr<Workspace> ws) const {
 void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng,
                std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
   // An asynchronously compiled plan takes over once it is ready.
-  if (auto up = upgrade_.load(std::memory_order_acquire)) return up->run(bindings, outputs, rng, snapshots, scalars);
+  if (const Plan* up = upgrade_.load(std::memory_order_acquire)) return up->run(bindings, outputs, rng, snapshots, scalars);
   const Graph& g = graph_;
   KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
                        g.inputs.size());

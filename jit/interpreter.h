@@ -33,8 +33,12 @@ class Plan {
   const Fusion* fusion() const { return fusion_.get(); }
   void set_fusion(std::shared_ptr<const Fusion> f) { fusion_ = std::move(f); }
   // Later runs go to `better` (a fused plan of the same graph compiled in the background).
-  void upgrade(std::shared_ptr<const Plan> better) const { upgrade_.store(std::move(better), std::memory_order_release); }
-  std::shared_ptr<const Plan> upgraded() const { return upgrade_.load(std::memory_order_acquire); }
+  // Set once; every run checks a plain atomic pointer (no shared_ptr traffic on the hot path).
+  void upgrade(std::shared_ptr<const Plan> better) const {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    upgrade_owner_ = std::move(better);
+    upgrade_.store(upgrade_owner_.get(), std::memory_order_release);
+  }
   // Runs the graph. `bindings`: a realised tensor per graph input (same geometry as traced).
   // `outputs`: per graph storage, the lazy storage that receives the result (null for storages
   // nobody outside needs). Thread-safe: concurrent runs use separate workspaces.
@@ -62,7 +66,8 @@ class Plan {
   std::vector<char> direct_;
   std::vector<std::pair<int, int>> rng_attr_;  // per node: indices of its seed/offset attrs, or -1  // per node: a Mutate can write its target without a temporary
   std::shared_ptr<const Fusion> fusion_;
-  mutable std::atomic<std::shared_ptr<const Plan>> upgrade_;
+  mutable std::shared_ptr<const Plan> upgrade_owner_;  // keeps upgrade_ alive; written once
+  mutable std::atomic<const Plan*> upgrade_{nullptr};
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
 };
