@@ -909,7 +909,7 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
       bindings.emplace_back(std::move(impl));
     }
   }
-  {
+  if (!rp->grads.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     for (const GradEffect& ge : rp->grads) {
       const Tensor& grad = bindings[static_cast<size_t>(ge.input)].grad();
@@ -917,9 +917,7 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
     }
   }
   const Graph& g = rp->plan->graph();
-  std::vector<Storage> out_storages(g.storages.size());
-  for (size_t s = 0; s < g.storages.size(); ++s)
-    if (g.storages[s].output) out_storages[s] = std::make_shared<StorageImpl>(g.storages[s].nbytes, g.storages[s].device, nullptr);
+  std::vector<Storage> out_storages;
   Generator& gen = default_generator();
   Plan::RngKeys rng;
   if (!rp->rng_rel.empty() || rp->rng_advance) {
@@ -928,7 +926,7 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
     gen.set_offset(static_cast<uint64_t>(base + rp->rng_advance));
   }
   auto t0 = Clock::now();
-  rp->plan->run(bindings, out_storages, &rng);
+  rp->plan->run_fresh(bindings, out_storages, &rng);
   double ms = ms_since(t0);
   auto tensor_of = [&](int v) {
     const Value& val = g.value(v);
@@ -942,8 +940,9 @@ bool Function::try_replay(const CallArgs& args, TensorList& outs, std::vector<in
   for (size_t s = 0; s < g.storages.size(); ++s)
     if (g.storages[s].input >= 0 && rp->written[s]) bindings[static_cast<size_t>(g.storages[s].input)].impl()->storage()->bump_version();
   outs.clear();
+  outs.reserve(rp->outputs.size());
   for (const OutputSource& o : rp->outputs) outs.push_back(o.input >= 0 ? bindings[static_cast<size_t>(o.input)] : tensor_of(o.value));
-  {
+  if (!rp->grads.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     for (GradEffect& ge : rp->grads) {
       Tensor& leaf = bindings[static_cast<size_t>(ge.input)];

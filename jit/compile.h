@@ -205,6 +205,7 @@ class Compiled {
     // Called from inside another capture: inline into it.
     if (kiln::detail::trace_hook()) return std::invoke(f_, std::forward<A>(args)...);
     detail::CallArgs call;
+    call.tensors.reserve(sizeof...(A));
     (detail::add_arg(call, args), ...);
     if constexpr (std::is_void_v<R>) {
       TensorList outs;

@@ -73,16 +73,28 @@ void Plan::give_back(std::unique_ptr<Workspace> ws) const {
 
 void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng,
                std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
+  run_impl(bindings, &outputs, nullptr, rng, snapshots, scalars);
+}
+
+void Plan::run_fresh(const std::vector<Tensor>& bindings, std::vector<Storage>& produced, const RngKeys* rng) const {
+  run_impl(bindings, nullptr, &produced, rng, nullptr, nullptr);
+}
+
+void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Storage>* adopt, std::vector<Storage>* produced,
+                    const RngKeys* rng, std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
   // An asynchronously compiled plan takes over once it is ready.
-  if (const Plan* up = upgrade_.load(std::memory_order_acquire)) return up->run(bindings, outputs, rng, snapshots, scalars);
+  if (const Plan* up = upgrade_.load(std::memory_order_acquire)) return up->run_impl(bindings, adopt, produced, rng, snapshots, scalars);
   const Graph& g = graph_;
   KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
                        g.inputs.size());
   TraceScope no_trace(nullptr);
   NoGradGuard no_grad;  // autograd history was recorded at capture time
   auto ws = take_workspace();
-  std::vector<Storage> storage(g.storages.size());
-  std::vector<Storage> fresh(g.storages.size());  // memory handed to `outputs` after the run
+  // Kept in the workspace, so that a replay allocates nothing but its outputs.
+  std::vector<Storage>& storage = ws->storage;
+  std::vector<Storage>& fresh = ws->fresh;  // memory handed to the caller after the run
+  storage.assign(g.storages.size(), nullptr);
+  fresh.assign(g.storages.size(), nullptr);
   std::vector<Tensor>& vals = ws->vals;
 
   auto storage_for = [&](int s) -> const Storage& {
@@ -110,10 +122,17 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
     vals[static_cast<size_t>(v)] = Tensor(std::move(impl));
     ws->cached[static_cast<size_t>(v)] = slotted;
   };
+  // Fused kernels need only their buffers' memory: the tensor of a value they write is made when
+  // something reads it as a tensor.
+  auto tensor = [&](int v) -> Tensor& {
+    Tensor& t = vals[static_cast<size_t>(v)];
+    if (!t.defined()) make(v);
+    return t;
+  };
   auto gather = [&](const std::vector<int>& ids) -> TensorList& {
     TensorList& t = ws->ins;
     t.clear();
-    for (int v : ids) t.push_back(v >= 0 ? vals[static_cast<size_t>(v)] : Tensor());
+    for (int v : ids) t.push_back(v >= 0 ? tensor(v) : Tensor());
     return t;
   };
 
@@ -149,18 +168,17 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
         break;
       }
       case NodeKind::Fused: {
-        for (int v : n.outputs) make(v);
         const fusion::FusedCall& call = *n.fused;
         std::vector<char*>& ptrs = ws->ptrs;
         ptrs.clear();
         for (int v : call.buffer_values) ptrs.push_back(static_cast<char*>(storage_for(g.value(v).storage)->data()));
         fusion::run_fused(call, ptrs.data());
         if (snapshots)
-          for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].clone();
+          for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = tensor(v).clone();
         break;
       }
       case NodeKind::Mutate: {
-        Tensor& target = vals[static_cast<size_t>(n.target)];
+        Tensor& target = tensor(n.target);
         TensorList& ins = gather(n.inputs);
         KernelFn k = kernel_of(*n.op, target.device());
         if (direct_[i]) {
@@ -219,11 +237,22 @@ void Plan::run(const std::vector<Tensor>& bindings, const std::vector<Storage>& 
     if (!ws->cached[v]) vals[v] = Tensor();
   ws->ins.clear();
   ws->outs.clear();
-  for (size_t s = 0; s < outputs.size(); ++s) {
-    if (!outputs[s]) continue;
-    KILN_INTERNAL_ASSERT(fresh[s] != nullptr, "jit: output storage ", s, " was never written by its graph");
-    outputs[s]->adopt(*fresh[s]);
+  if (adopt) {
+    for (size_t s = 0; s < adopt->size(); ++s) {
+      if (!(*adopt)[s]) continue;
+      KILN_INTERNAL_ASSERT(fresh[s] != nullptr, "jit: output storage ", s, " was never written by its graph");
+      (*adopt)[s]->adopt(*fresh[s]);
+    }
+  } else {
+    produced->resize(g.storages.size());
+    for (size_t s = 0; s < g.storages.size(); ++s) {
+      if (!g.storages[s].output) continue;
+      KILN_INTERNAL_ASSERT(fresh[s] != nullptr, "jit: output storage ", s, " was never written by its graph");
+      (*produced)[s] = std::move(fresh[s]);
+    }
   }
+  std::fill(storage.begin(), storage.end(), nullptr);
+  std::fill(fresh.begin(), fresh.end(), nullptr);
   give_back(std::move(ws));
 }
 

@@ -48,6 +48,10 @@ class Plan {
   // `scalars`: values of the nodes with a runtime_slot (dynamic scalars), by slot.
   void run(const std::vector<Tensor>& bindings, const std::vector<Storage>& outputs, const RngKeys* rng = nullptr,
            std::vector<Tensor>* snapshots = nullptr, const std::vector<Scalar>* scalars = nullptr) const;
+  // The replay path: as run(), but the memory of each graph output storage is handed over in
+  // `produced` (resized to the graph's storages; null where a storage is not an output) rather
+  // than adopted by lazy storages made beforehand.
+  void run_fresh(const std::vector<Tensor>& bindings, std::vector<Storage>& produced, const RngKeys* rng = nullptr) const;
 
  private:
   struct Workspace {
@@ -57,7 +61,10 @@ class Plan {
     std::vector<char> cached;  // per value: vals[v] is reused (its storage is a slot)
     TensorList ins, outs;      // scratch argument lists
     std::vector<char*> ptrs;   // scratch kernel buffers
+    std::vector<Storage> storage, fresh;  // per graph storage: its memory in this run; new output memory
   };
+  void run_impl(const std::vector<Tensor>& bindings, const std::vector<Storage>* adopt, std::vector<Storage>* produced,
+                const RngKeys* rng, std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const;
   std::unique_ptr<Workspace> take_workspace() const;
   void give_back(std::unique_ptr<Workspace> ws) const;
 
