@@ -82,6 +82,7 @@ class Renderer {
       bufs_.push_back(b_.CreateBitCast(raw, llvm_compat::pointer_to(mem_type(k_.buffers[i].dtype)), "b" + std::to_string(i)));
     }
     memo_.assign(k_.exprs.size(), nullptr);
+    find_inner_varying();
     acc_final_.assign(k_.accs.size(), nullptr);
     iv_.assign(k_.dims.size(), nullptr);
 
@@ -400,7 +401,52 @@ class Renderer {
       default: break;
     }
     if (expr_arity(e.op) == 1) return unary(e.op, t, arg(e, 0, t));
+    // A division by a value fixed over the reduced dims (a row's sum, a norm) multiplies by its
+    // reciprocal, computed once per outer point (LICM hoists it): one divide per row instead of
+    // one per element, as the eager softmax and layer_norm kernels do. The result may differ from
+    // the correctly rounded quotient by one ulp (docs/fusion.md, tolerances).
+    if (e.op == ExprOp::Div && is_floating_point(t) && !inner_varying_[static_cast<size_t>(e.args[1])] &&
+        inner_varying_[static_cast<size_t>(e.args[0])]) {
+      Value* d = arg(e, 1, t);
+      Value* recip = b_.CreateFDiv(float_const(d->getType(), 1.0), d, "recip");
+      return round_to(t, b_.CreateFMul(arg(e, 0, t), recip));
+    }
     return binary(e.op, t, arg(e, 0, t), arg(e, 1, t));
+  }
+
+  // inner_varying_[e]: whether expr e changes along the reduced (inner) dims, i.e. reads memory
+  // at an index with a non-zero stride over one of them.
+  void find_inner_varying() {
+    inner_varying_.assign(k_.exprs.size(), 0);
+    std::vector<char> done(k_.exprs.size(), 0);
+    for (size_t root = 0; root < k_.exprs.size(); ++root) {
+      std::vector<int> stack{static_cast<int>(root)};
+      while (!stack.empty()) {
+        const size_t id = static_cast<size_t>(stack.back());
+        if (done[id]) {
+          stack.pop_back();
+          continue;
+        }
+        const Expr& e = k_.exprs[id];
+        bool ready = true;
+        for (int a = 0; a < expr_arity(e.op); ++a)
+          if (!done[static_cast<size_t>(e.args[a])]) {
+            stack.push_back(e.args[a]);
+            ready = false;
+          }
+        if (!ready) continue;
+        char v = 0;
+        if (e.op == ExprOp::Load) {
+          const Index& ix = k_.indices[static_cast<size_t>(e.index)];
+          for (size_t d = static_cast<size_t>(k_.num_outer); d < ix.strides.size(); ++d)
+            if (!(ix.strides[d].is_const() && ix.strides[d].value == 0)) v = 1;
+        }
+        for (int a = 0; a < expr_arity(e.op); ++a) v |= inner_varying_[static_cast<size_t>(e.args[a])];
+        inner_varying_[id] = v;
+        done[id] = 1;
+        stack.pop_back();
+      }
+    }
   }
 
   Value* to_bool(Value* v, DType t) { return cast(v, t, DType::Bool); }
@@ -684,6 +730,7 @@ class Renderer {
   std::vector<Value*> params_, bufs_, iv_, memo_, acc_final_;
   std::vector<AccSlot> slots_;
   std::vector<llvm::MDNode*> scope_, noalias_;
+  std::vector<char> inner_varying_;  // per expr (find_inner_varying)
 };
 
 }  // namespace
