@@ -138,6 +138,7 @@ std::string Kernel::str() const {
   for (size_t d = 0; d < dims.size(); ++d) os << (d ? ", " : "") << "i" << d << " < " << dims[d];
   os << "]  outer i0..i" << num_outer - 1 << " (i0 split across threads)";
   if (num_params) os << "  params " << num_params;
+  if (stream_stores) os << "  streaming stores";
   os << "\n";
   for (size_t i = 0; i < exprs.size(); ++i) os << "  e" << i << " = " << expr_str(*this, exprs[i]) << "\n";
   for (int s = 0; s < num_stages; ++s) {
@@ -165,7 +166,7 @@ std::string Kernel::key() const {
     os << ",";
     key_int(os, d);
   }
-  os << "|o" << num_outer << "|s" << num_stages << "|p" << num_params << "|b";
+  os << "|o" << num_outer << "|s" << num_stages << "|p" << num_params << (stream_stores ? "|nt" : "") << "|b";
   for (const Buffer& b : buffers) os << static_cast<int>(b.dtype) << (b.read ? "r" : "") << (b.written ? "w" : "") << ",";
   os << "|x";
   for (const Index& ix : indices) {

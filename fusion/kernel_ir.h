@@ -100,6 +100,10 @@ struct Kernel {
   std::vector<Expr> exprs;
   std::vector<Accumulator> accs;
   std::vector<Store> stores;
+  // The stores write more than the last-level cache holds: the renderer streams them past the
+  // cache (non-temporal, 32-byte aligned) where it can, sparing the read for ownership of every
+  // written line (docs/fusion.md, "Generated code").
+  bool stream_stores = false;
 
   // Readable listing (docs/fusion.md explains it).
   std::string str() const;

@@ -86,7 +86,11 @@ class Renderer {
     acc_final_.assign(k_.accs.size(), nullptr);
     iv_.assign(k_.dims.size(), nullptr);
 
+    stream_ = k_.stream_stores && can_stream();
     loop_nest(0, k_.num_outer, begin, end, [&] { outer_point(); });
+    // Non-temporal stores are weakly ordered: make them visible before the caller (and, after
+    // the pool's barrier, other threads) reads the output.
+    if (stream_) b_.CreateFence(llvm::AtomicOrdering::SequentiallyConsistent);
     b_.CreateRetVoid();
     return fn_;
   }
@@ -152,9 +156,10 @@ class Renderer {
   }
 
   // ---- loops ----------------------------------------------------------------------------
+  enum class LoopKind { Normal, Scalar, Streaming };
   // for (i = lo; i < hi; ++i) body(), as guard + do-while; leaves the builder after the loop.
   template <class Body>
-  void loop(size_t dim, Value* lo, Value* hi, Body&& body) {
+  void loop(size_t dim, Value* lo, Value* hi, Body&& body, LoopKind kind = LoopKind::Normal) {
     std::string name = "i" + std::to_string(dim);
     llvm::BasicBlock* pre = b_.GetInsertBlock();
     auto* head = llvm::BasicBlock::Create(ctx_, name + ".loop", fn_);
@@ -169,16 +174,95 @@ class Renderer {
     Value* next = b_.CreateAdd(iv, i64c(1), name + ".next", /*HasNUW=*/false, /*HasNSW=*/true);
     iv->addIncoming(next, b_.GetInsertBlock());
     llvm::BranchInst* latch = b_.CreateCondBr(b_.CreateICmpSLT(next, hi), head, exit);
-    latch->setMetadata(llvm::LLVMContext::MD_loop, loop_id());
+    latch->setMetadata(llvm::LLVMContext::MD_loop, loop_id(kind));
     b_.SetInsertPoint(exit);
+  }
+
+  // Streaming stores (Kernel::stream_stores): pure pointwise kernels whose stores all walk the
+  // innermost dim contiguously, in 4- or 8-byte elements, with every op vectorisable (a libm
+  // call would leave the loop scalar, and scalar non-temporal stores are slow).
+  bool can_stream() const {
+    if (k_.num_stages != 0 || k_.stores.empty()) return false;
+    const size_t inner = k_.dims.size() - 1;
+    size_t size = 0;
+    for (const Store& st : k_.stores) {
+      const DType t = k_.buffers[static_cast<size_t>(st.buffer)].dtype;
+      if (t == DType::Bool || is_half_like(t)) return false;
+      if (size != 0 && itemsize(t) != size) return false;
+      size = itemsize(t);
+      const Int& stride = k_.indices[static_cast<size_t>(st.index)].strides[inner];
+      if (!stride.is_const() || stride.value != 1) return false;
+    }
+    if (size != 4 && size != 8) return false;
+    for (const Expr& e : k_.exprs) {
+      if (e.op == ExprOp::Pow || e.op == ExprOp::Fmod) return false;
+      if (expr_arity(e.op) == 1 && is_floating_point(e.dtype) && e.op != ExprOp::Neg && e.op != ExprOp::Abs &&
+          e.op != ExprOp::Sqrt && e.op != ExprOp::Floor && e.op != ExprOp::Ceil && e.op != ExprOp::Round &&
+          e.op != ExprOp::Trunc && e.op != ExprOp::Cast && e.op != ExprOp::IsNan && e.op != ExprOp::Not &&
+          !has_inline_math(e.op, e.dtype == DType::Float64 ? DType::Float64 : DType::Float32))
+        return false;
+    }
+    return true;
+  }
+  int64_t stream_elems() const { return kStreamAlign / static_cast<int64_t>(itemsize(k_.buffers[static_cast<size_t>(k_.stores[0].buffer)].dtype)); }
+  Value* address_int(const Store& st) { return b_.CreatePtrToInt(address(st.buffer, st.index), b_.getInt64Ty()); }
+
+  // The innermost loop of a streaming kernel: a scalar head up to the first element where store
+  // 0's address is 32-byte aligned, a body of whole vectors whose stores are aligned and
+  // non-temporal (when every store's address is aligned there; the ordinary vector loop
+  // otherwise), and a scalar tail.
+  template <class Body>
+  void stream_loop(size_t dim, Value* lo, Value* hi, Body&& body) {
+    const int64_t vf = stream_elems();
+    const int64_t shift = vf == 8 ? 2 : 3;  // log2 of the element size
+    iv_[dim] = lo;
+    Value* mis = b_.CreateAnd(b_.CreateLShr(address_int(k_.stores[0]), static_cast<uint64_t>(shift)), i64c(vf - 1));
+    Value* head = b_.CreateAnd(b_.CreateSub(i64c(vf), mis), i64c(vf - 1));
+    Value* mid_lo = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, b_.CreateAdd(lo, head), hi);
+    Value* count = b_.CreateSub(hi, mid_lo);
+    Value* mid_hi = b_.CreateAdd(mid_lo, b_.CreateAnd(count, i64c(-vf)));
+    iv_[dim] = mid_lo;
+    Value* aligned = b_.getTrue();
+    for (const Store& st : k_.stores)
+      aligned = b_.CreateAnd(aligned, b_.CreateICmpEQ(b_.CreateAnd(address_int(st), i64c(kStreamAlign - 1)), i64c(0)));
+    iv_[dim] = nullptr;
+    loop(dim, lo, mid_lo, body, LoopKind::Scalar);
+    auto* nt = llvm::BasicBlock::Create(ctx_, "stream", fn_);
+    auto* plain = llvm::BasicBlock::Create(ctx_, "nostream", fn_);
+    auto* join = llvm::BasicBlock::Create(ctx_, "stream.join", fn_);
+    b_.CreateCondBr(aligned, nt, plain);
+    b_.SetInsertPoint(nt);
+    nt_stores_ = true;
+    loop(dim, mid_lo, mid_hi, body, LoopKind::Streaming);
+    nt_stores_ = false;
+    b_.CreateBr(join);
+    b_.SetInsertPoint(plain);
+    loop(dim, mid_lo, mid_hi, body);
+    b_.CreateBr(join);
+    b_.SetInsertPoint(join);
+    loop(dim, mid_hi, hi, body, LoopKind::Scalar);
   }
   // Loop metadata: no runtime unrolling. O3 would otherwise runtime-unroll the vectorised loops
   // (x8, with prologue copies, also of outer loops), which multiplied code size and compile time
   // by 3-4 for no gain: the vectoriser's interleaving already gives the ILP. Full unrolling of
   // short constant-trip loops stays on.
-  llvm::MDNode* loop_id() {
-    llvm::Metadata* no_runtime = llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.runtime.disable")});
-    llvm::MDNode* id = llvm::MDNode::getDistinct(ctx_, {nullptr, no_runtime});
+  // Streaming loops: exactly one vector per iteration (no interleaving), so that with a trip
+  // count that is a multiple of the width every store is a whole aligned vector. Scalar loops
+  // (the head and tail of a streaming loop, under a vector) are not vectorised.
+  llvm::MDNode* loop_id(LoopKind kind = LoopKind::Normal) {
+    auto property = [&](const char* name, llvm::Constant* v) -> llvm::Metadata* {
+      return llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, name), llvm::ConstantAsMetadata::get(v)});
+    };
+    std::vector<llvm::Metadata*> ops{nullptr, llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.runtime.disable")})};
+    if (kind == LoopKind::Scalar) {
+      ops.push_back(property("llvm.loop.vectorize.width", b_.getInt32(1)));
+      ops.push_back(property("llvm.loop.interleave.count", b_.getInt32(1)));
+    } else if (kind == LoopKind::Streaming) {
+      ops.push_back(property("llvm.loop.vectorize.enable", b_.getTrue()));
+      ops.push_back(property("llvm.loop.vectorize.width", b_.getInt32(static_cast<uint32_t>(stream_elems()))));
+      ops.push_back(property("llvm.loop.interleave.count", b_.getInt32(1)));
+    }
+    llvm::MDNode* id = llvm::MDNode::getDistinct(ctx_, ops);
     id->replaceOperandWith(0, id);
     return id;
   }
@@ -191,6 +275,10 @@ class Renderer {
     }
     Value* lo = first == 0 ? begin : i64c(0);
     Value* hi = first == 0 ? end : int_value(k_.dims[first]);
+    if (stream_ && first + 1 == k_.dims.size()) {
+      stream_loop(first, lo, hi, [&] { loop_nest(first + 1, last, begin, end, body); });
+      return;
+    }
     loop(first, lo, hi, [&] { loop_nest(first + 1, last, begin, end, body); });
   }
 
@@ -246,8 +334,13 @@ class Renderer {
     }
     for (auto [st, v] : pending) {
       DType bt = k_.buffers[static_cast<size_t>(st->buffer)].dtype;
-      auto* s = b_.CreateAlignedStore(v, address(st->buffer, st->index), llvm::Align(itemsize(bt)));
+      // In a streaming loop every (vectorised) store is a whole aligned vector: stream_loop.
+      const uint64_t align = nt_stores_ ? static_cast<uint64_t>(kStreamAlign) : itemsize(bt);
+      auto* s = b_.CreateAlignedStore(v, address(st->buffer, st->index), llvm::Align(align));
       tag(s, st->buffer);
+      if (nt_stores_)
+        s->setMetadata(llvm::LLVMContext::MD_nontemporal,
+                       llvm::MDNode::get(ctx_, {llvm::ConstantAsMetadata::get(b_.getInt32(1))}));
     }
   }
 
@@ -731,6 +824,9 @@ class Renderer {
   std::vector<AccSlot> slots_;
   std::vector<llvm::MDNode*> scope_, noalias_;
   std::vector<char> inner_varying_;  // per expr (find_inner_varying)
+  static constexpr int64_t kStreamAlign = 32;  // bytes: one AVX vector
+  bool stream_ = false;      // this kernel's innermost loops are streaming loops
+  bool nt_stores_ = false;   // emitting the body of a streaming loop
 };
 
 }  // namespace

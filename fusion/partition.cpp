@@ -1,6 +1,9 @@
 #include "fusion/partition.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <cmath>
 #include <limits>
@@ -9,7 +12,10 @@
 #include <sstream>
 #include <unordered_map>
 
+#include <unistd.h>
+
 #include "core/error.h"
+#include "core/logging.h"
 #include "fusion/symbolic.h"
 #include "kernels/cpu/parallel.h"
 
@@ -695,6 +701,12 @@ void Partitioner::finalize(Group& G) {
     for (const D& d : dims) k.indices[i].strides.push_back(Int::constant(d.strides[i]));
   }
   k.num_stages = G.has_reduction ? std::max(stages, 1) : 0;
+  if (!G.has_reduction && !opts_.symbolic_sizes) {
+    double bytes = 0;
+    for (const Store& st : k.stores) bytes += static_cast<double>(itemsize(k.buffers[idx(st.buffer)].dtype));
+    for (const Int& d : k.dims) bytes *= static_cast<double>(d.value);
+    k.stream_stores = bytes >= static_cast<double>(stream_store_bytes());
+  }
   if (opts_.symbolic_sizes) {
     auto param = [&](Int& v) {
       if (v.value != 0 && v.value != 1) v.param = k.num_params++;
@@ -1064,6 +1076,53 @@ int compile_fused(Graph& g, const CodegenOptions& options) {
   for (size_t i = 0; i < calls.size(); ++i) calls[i]->code = code[i];
   const CacheStats after = cache_stats();
   return static_cast<int>((after.memory_hits - before.memory_hits) + (after.disk_hits - before.disk_hits));
+}
+
+// The kernel's view of the cache (sysfs, as lscpu shows it); glibc's sysconf reports the whole
+// package's L3 on some virtual machines (256 MiB on an EPYC guest that has 32 MiB).
+int64_t last_level_cache_bytes() {
+  int64_t best = 0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream size_file(dir + "size"), type_file(dir + "type");
+    std::string size, type;
+    if (!(size_file >> size) || !(type_file >> type) || type == "Instruction") continue;
+    char* end = nullptr;
+    int64_t bytes = std::strtoll(size.c_str(), &end, 10);
+    if (end && (*end == 'K' || *end == 'k')) bytes <<= 10;
+    if (end && (*end == 'M' || *end == 'm')) bytes <<= 20;
+    best = std::max(best, bytes);
+  }
+  if (best > 0) return best;
+  const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return llc > 0 ? static_cast<int64_t>(llc) : int64_t(32) << 20;
+}
+
+namespace {
+std::atomic<int64_t> g_stream_store_bytes{-1};  // -1: not decided yet
+}  // namespace
+
+int64_t set_stream_store_bytes(int64_t bytes) {
+  KILN_CHECK(bytes >= 0, "[fusion] set_stream_store_bytes: bytes must be >= 0, got ", bytes);
+  const int64_t before = stream_store_bytes();
+  g_stream_store_bytes.store(bytes);
+  return before;
+}
+
+int64_t stream_store_bytes() {
+  if (int64_t set = g_stream_store_bytes.load(std::memory_order_relaxed); set >= 0) return set;
+  static const int64_t bytes = [] {
+    if (const char* env = std::getenv("KILN_STREAM_STORE_BYTES")) {
+      char* end = nullptr;
+      const long long v = std::strtoll(env, &end, 10);
+      if (end != env && *end == '\0' && v >= 0) return static_cast<int64_t>(v);
+      logging::logger().warn("[fusion] KILN_STREAM_STORE_BYTES='{}' is not a byte count; using the cache size", env);
+    }
+    // A kernel's output smaller than the last-level cache is likely still there when the next
+    // kernel reads it; a larger one is not, and then its lines need not be read before writing.
+    return last_level_cache_bytes();
+  }();
+  return bytes;
 }
 
 void run_fused(const FusedCall& call, char* const* buffers) {

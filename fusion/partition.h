@@ -45,6 +45,12 @@ int compile_fused(jit::Graph& g, const CodegenOptions& options = {});
 // Runs one kernel over buffers (storage base pointers, in kernel buffer order), splitting
 // dims[0] across the thread pool.
 void run_fused(const FusedCall& call, char* const* buffers);
+
+// Pointwise kernels that write at least this many bytes stream their stores past the cache
+// (Kernel::stream_stores): the last-level cache size, or $KILN_STREAM_STORE_BYTES.
+int64_t stream_store_bytes();
+// Sets that threshold for kernels fused from now on (tests, tuning); returns the previous one.
+int64_t set_stream_store_bytes(int64_t bytes);
 // The input graph in Graphviz, each node coloured by its fusion group.
 std::string fusion_dot(const jit::Graph& g, const FusionResult& r, const std::string& name);
 

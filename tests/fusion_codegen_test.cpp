@@ -769,6 +769,48 @@ TEST_F(CodegenTest, PointwiseFloat32IsVectorisedWithoutAliasChecks) {
   EXPECT_EQ(ck->llvm_ir_optimized.find("vector.memcheck"), std::string::npos) << ck->llvm_ir_optimized;
 }
 
+// Streaming stores: a scalar head to the first 32-byte-aligned output element, whole aligned
+// non-temporal vectors, a scalar tail; outputs whose alignments disagree take the ordinary
+// vector loop. Every split of [begin, end) and every misalignment must give the same values.
+TEST_F(CodegenTest, StreamingStoresAtEveryAlignmentAndSplit) {
+  const int64_t n = 203;
+  KB kb("stream");
+  kb.dims({KB::c(n)}, 1);
+  int x = kb.buffer(kFloat32, true, false), y = kb.buffer(kFloat32, false, true), z = kb.buffer(kFloat32, false, true);
+  int ix = kb.index(KB::c(0), {KB::c(1)});
+  int v = kb.op(ExprOp::Tanh, kFloat32, kb.op(ExprOp::Mul, kFloat32, kb.load(x, ix), kb.constant(kFloat32, 0.75)));
+  kb.store(y, ix, v);
+  kb.store(z, ix, kb.op(ExprOp::Add, kFloat32, v, kb.load(x, ix)));
+  kb.k.stream_stores = true;
+  CodegenOptions opt;
+  opt.keep_text = true;
+  auto ck = compile_one(kb.k, opt);
+  EXPECT_NE(ck->llvm_ir_optimized.find("!nontemporal"), std::string::npos) << ck->llvm_ir_optimized;
+  EXPECT_NE(ck->llvm_ir_optimized.find("align 32, !alias.scope"), std::string::npos);
+  EXPECT_NE(ck->llvm_ir_optimized.find("fence seq_cst"), std::string::npos);
+  KB plain_kb = kb;
+  plain_kb.k.stream_stores = false;
+  auto plain = compile_one(plain_kb.k);
+  alignas(64) static float xs[n + 16], ys[n + 16], zs[n + 16], want_y[n + 16], want_z[n + 16];
+  for (int64_t i = 0; i < n + 16; ++i) xs[i] = static_cast<float>(i % 17) * 0.37f - 2.5f;
+  for (int64_t shift_y : {0, 1, 5, 8}) {
+    for (int64_t shift_z : {0, 3, 8}) {
+      for (auto [b, e] : {std::pair<int64_t, int64_t>{0, n}, {0, 7}, {3, 11}, {5, 200}, {64, 203}, {9, 9}}) {
+        std::fill(std::begin(ys), std::end(ys), -7.0f);
+        std::fill(std::begin(zs), std::end(zs), -7.0f);
+        std::fill(std::begin(want_y), std::end(want_y), -7.0f);
+        std::fill(std::begin(want_z), std::end(want_z), -7.0f);
+        run_kernel(*ck, {xs + 1, ys + shift_y, zs + shift_z}, {}, b, e);
+        run_kernel(*plain, {xs + 1, want_y + shift_y, want_z + shift_z}, {}, b, e);
+        for (int64_t i = 0; i < n + 16; ++i) {
+          ASSERT_EQ(ys[i], want_y[i]) << "y shift " << shift_y << " z shift " << shift_z << " [" << b << ", " << e << ") at " << i;
+          ASSERT_EQ(zs[i], want_z[i]) << "y shift " << shift_y << " z shift " << shift_z << " [" << b << ", " << e << ") at " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CodegenTest, BatchOfTwentyKernelsCompilesQuickly) {
   // A batch like a small training step's: pointwise chains, row reductions, a softmax.
   std::vector<Kernel> ks;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "fusion/codegen.h"
+#include "fusion/partition.h"
 #include "kiln/kiln.h"
 #include "test_util.h"
 
@@ -372,6 +373,38 @@ TEST_F(Fusion, AsyncCompileServesEagerlyThenSwitches) {
   jit::Stats s = jit::stats();
   EXPECT_GE(s.async_compiles, 1);
   EXPECT_GE(s.fused_kernels, 1);
+}
+
+// Kernels writing more than the threshold (normally the last-level cache) stream their stores;
+// results must not change, also for outputs at odd offsets (an in-place update of a slice).
+TEST_F(Fusion, StreamingStoresAboveTheThresholdGiveEagerResults) {
+  REQUIRE_CODEGEN();
+  const int64_t before = fusion::set_stream_store_bytes(1024);
+  auto dump = dir_ / "stream_dump";
+  ::setenv("KILN_DUMP_DIR", dump.c_str(), 1);
+  jit::CompileOptions o;
+  o.name = "streamed";
+  auto chain = [](const Tensor& x, const Tensor& y, const Tensor& z) { return ((x * 1.5 + y).relu() * z).tanh() + x; };
+  Tensor x = randn({37, 61}), y = randn({37, 61}), z = randn({61});
+  auto c = jit::compile(chain, o);
+  Tensor want = chain(x, y, z);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(close(c(x, y, z), want, 1e-5, 1e-6)) << "call " << i;
+  auto update = [](Tensor& buf, const Tensor& d) {
+    NoGradGuard ng;
+    buf.slice(1, 3, 64).mul_(0.5).add_(d);
+  };
+  Tensor buf = randn({29, 67}), d = randn({29, 61}), buf_eager = buf.clone();
+  auto cu = jit::compile(update);
+  update(buf_eager, d);
+  cu(buf, d);
+  EXPECT_TRUE(close(buf, buf_eager, 1e-6, 1e-7));
+  ::unsetenv("KILN_DUMP_DIR");
+  fusion::set_stream_store_bytes(before);
+  std::ifstream k(dump / "streamed.0.kernels.txt");
+  std::stringstream ks;
+  ks << k.rdbuf();
+  EXPECT_NE(ks.str().find("streaming stores"), std::string::npos) << ks.str();
+  EXPECT_NE(ks.str().find("!nontemporal"), std::string::npos) << ks.str();
 }
 
 TEST_F(Fusion, DumpsKernelIrLlvmIrAndColouredGraph) {
