@@ -173,6 +173,20 @@ Value* log_f32(Em& e, Value* x) {
   return e.sel(e.ge(x, e.c(0.0)), r, e.nan());  // x < 0 and NaN
 }
 
+// exp(x) for x in [0, 20] (and NaN): tanh's large branch. The same reduction and polynomial as
+// exp_f32, so the same results, without the clamps and the two-factor scaling that only the
+// overflow and subnormal ranges need.
+Value* exp_f32_moderate(Em& e, Value* x) {
+  const double kLog2e = 1.44269504088896341f;
+  const double kLn2Hi = 0.693145751953125f;
+  const double kLn2Lo = 1.42860682030941723212e-6f;
+  auto [n, ni] = e.round_int(e.mul(x, e.c(kLog2e)));
+  Value* r = e.fma(e.neg(n), e.c(kLn2Hi), x);
+  r = e.fma(e.neg(n), e.c(kLn2Lo), r);
+  Value* p = e.horner(r, {1.0, 1.0, 0.5, 1.0f / 6.0f, 1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f});
+  return e.mul(p, e.pow2(ni));
+}
+
 Value* tanh_f32(Em& e, Value* x) {
   Value* sign = e.sign_bit(x);
   Value* a = e.fabs(x);
@@ -184,7 +198,10 @@ Value* tanh_f32(Em& e, Value* x) {
                                     -0.0012716158526018262f, 0.00036083211307413876f, -5.5626042012590915e-05f}),
                        a);
   // Otherwise 1 - 2/(e^(2a)+1): no cancellation, and e^(2a) = inf gives exactly 1.
-  Value* big = e.sub(e.c(1.0), e.div(e.c(2.0), e.add(exp_f32(e, e.mul(e.c(2.0), a)), e.c(1.0))));
+  // 2a is capped at 20 (NaN passes): from there on the result rounds to 1 anyway.
+  Value* a2 = e.mul(e.c(2.0), a);
+  a2 = e.sel(e.gt(a2, e.c(20.0)), e.c(20.0), a2);
+  Value* big = e.sub(e.c(1.0), e.div(e.c(2.0), e.add(exp_f32_moderate(e, a2), e.c(1.0))));
   Value* r = e.sel(e.lt(a, e.c(0.9f)), small, big);  // NaN takes `big` and stays NaN
   return e.with_sign(r, sign);
 }

@@ -84,6 +84,27 @@ template <class... C>
   return x >= 0.0f ? r : __builtin_nanf("");
 }
 
+// exp(x) for x in [0, 20] (and NaN), for tanh: exp_f32's reduction and polynomial (so its
+// results) without the clamps and the two-factor scaling only overflow and subnormals need.
+[[gnu::always_inline]] inline float exp_f32_moderate(float x) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+  float n = __builtin_nearbyintf(x * kLog2e);
+  float r = __builtin_fmaf(-n, kLn2Hi, x);
+  r = __builtin_fmaf(-n, kLn2Lo, r);
+  float p = 1.0f / 5040.0f;
+  p = __builtin_fmaf(p, r, 1.0f / 720.0f);
+  p = __builtin_fmaf(p, r, 1.0f / 120.0f);
+  p = __builtin_fmaf(p, r, 1.0f / 24.0f);
+  p = __builtin_fmaf(p, r, 1.0f / 6.0f);
+  p = __builtin_fmaf(p, r, 0.5f);
+  p = __builtin_fmaf(p, r, 1.0f);
+  p = __builtin_fmaf(p, r, 1.0f);
+  int32_t ni = static_cast<int32_t>(n);
+  return p * std::bit_cast<float>((ni + 127) << 23);
+}
+
 [[gnu::always_inline]] inline float tanh_f32(float x) {
   uint32_t sign = std::bit_cast<uint32_t>(x) & 0x80000000u;
   float a = std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0x7fffffffu);
@@ -94,7 +115,10 @@ template <class... C>
       0.021863101050257683f, -0.008831786923110485f, 0.003496782388538122f,
       -0.0012716158526018262f, 0.00036083211307413876f, -5.5626042012590915e-05f), a);
   // Otherwise 1 - 2/(e^(2a)+1): no cancellation there, and exp(2a) = inf gives exactly 1.
-  float big = 1.0f - 2.0f / (exp_f32(2.0f * a) + 1.0f);
+  // 2a is capped at 20 (NaN passes): from there on the result rounds to 1 anyway.
+  float a2 = 2.0f * a;
+  a2 = a2 > 20.0f ? 20.0f : a2;
+  float big = 1.0f - 2.0f / (exp_f32_moderate(a2) + 1.0f);
   // NaN takes the second arm and stays NaN.
   float r = a < 0.9f ? small : big;
   return std::bit_cast<float>(std::bit_cast<uint32_t>(r) | sign);
