@@ -100,6 +100,22 @@ TEST(BenchCompareFile, AggregatesOnlyFallBackToTheMedian) {
   EXPECT_DOUBLE_EQ(f.series[0].samples_ns[0], 6.71e6);  // the median, not the mean
 }
 
+// --benchmark_enable_random_interleaving writes repetitions in a random order: the series follow
+// the registration order instead, so tables of two runs line up.
+TEST(BenchCompareFile, RegistrationOrderWhenKnown) {
+  BenchFile f = parse_benchmark_json(
+      R"({"benchmarks": [{"name": "B/2", "family_index": 1, "per_family_instance_index": 1, "real_time": 1, "cpu_time": 1},
+                         {"name": "C", "family_index": 2, "per_family_instance_index": 0, "real_time": 1, "cpu_time": 1},
+                         {"name": "B/1", "family_index": 1, "per_family_instance_index": 0, "real_time": 1, "cpu_time": 1},
+                         {"name": "A", "family_index": 0, "per_family_instance_index": 0, "real_time": 1, "cpu_time": 1},
+                         {"name": "B/2", "family_index": 1, "per_family_instance_index": 1, "real_time": 2, "cpu_time": 1}]})",
+      "r.json", Metric::RealTime);
+  std::vector<std::string> names;
+  for (const Series& s : f.series) names.push_back(s.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"A", "B/1", "B/2", "C"}));
+  EXPECT_EQ(f.series[2].samples_ns, (std::vector<double>{1, 2}));
+}
+
 TEST(BenchCompareFile, ErroredRunsAndBadEntries) {
   BenchFile f = parse_benchmark_json(
       R"({"benchmarks": [{"name": "A", "run_type": "iteration", "real_time": 5, "cpu_time": 5, "time_unit": "ns"},

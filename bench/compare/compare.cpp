@@ -291,6 +291,7 @@ bool true_member(const Json& o, std::string_view key) {
 
 struct Pending {
   Series series;
+  int64_t family = -1, instance = -1;  // registration order, when the file has it
   std::vector<double> medians;  // aggregate medians (used when there are no iteration entries)
   int64_t aggregate_repetitions = 0;
 };
@@ -341,6 +342,9 @@ BenchFile parse_benchmark_json(std::string_view text, const std::string& path, M
       pending.back().series.name = run_name;
     }
     Pending& p = pending[it->second];
+    if (const Json* f = b.find("family_index"); f && f->kind == Json::Kind::Number) p.family = static_cast<int64_t>(f->number);
+    if (const Json* f = b.find("per_family_instance_index"); f && f->kind == Json::Kind::Number)
+      p.instance = static_cast<int64_t>(f->number);
     if (true_member(b, "error_occurred") || true_member(b, "skipped")) {
       std::string msg = string_member(b, "error_message");
       if (msg.empty()) msg = string_member(b, "skip_message");
@@ -363,6 +367,12 @@ BenchFile parse_benchmark_json(std::string_view text, const std::string& path, M
       p.series.samples_ns.push_back(ns);
     }
   }
+  // Registration order (family_index, per_family_instance_index) when every entry has it: with
+  // --benchmark_enable_random_interleaving the file order differs from run to run.
+  if (std::all_of(pending.begin(), pending.end(), [](const Pending& p) { return p.family >= 0; }))
+    std::stable_sort(pending.begin(), pending.end(), [](const Pending& a, const Pending& b) {
+      return std::pair(a.family, a.instance) < std::pair(b.family, b.instance);
+    });
   for (Pending& p : pending) {
     Series& s = p.series;
     if (s.samples_ns.empty() && !p.medians.empty()) {

@@ -57,11 +57,12 @@ struct Series {
 
 struct BenchFile {
   std::string path;
-  std::vector<Series> series;                  // in file order
+  std::vector<Series> series;                  // in registration order (file order without it)
   std::map<std::string, std::string> context;  // host_name, date, num_cpus... (strings as written)
 };
 
-// Per-repetition entries ("run_type": "iteration") are grouped by run_name (name when absent).
+// Per-repetition entries ("run_type": "iteration") are grouped by run_name (name when absent) and
+// ordered by family_index / per_family_instance_index when every entry has them.
 // A benchmark with only aggregate entries (--benchmark_report_aggregates_only) keeps its median.
 BenchFile parse_benchmark_json(std::string_view text, const std::string& path, Metric metric);
 BenchFile load_benchmark_json(const std::string& path, Metric metric);
