@@ -1,6 +1,7 @@
 // Eager CPU op benchmarks. Bandwidth-bound ops are reported against a STREAM-style triad measured
-// in the same process (counter `of_triad`); mm against oneDNN's sgemm called directly
-// (`of_dnnl`). Run: ./build/bench/bench_eager --benchmark_out=eager.json --benchmark_out_format=json
+// in the same process (counters `triad_GBps`, `of_triad`); mm against oneDNN's sgemm called
+// directly (`dnnl_GFLOPs`, `of_sgemm`); the ceilings come from bench/ceilings.h.
+// Run: ./build/bench/bench_eager --benchmark_out=eager.json --benchmark_out_format=json
 #include <benchmark/benchmark.h>
 #include <kiln/kiln.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -10,52 +11,29 @@
 #include <chrono>
 #include <vector>
 
+#include "bench/ceilings.h"
+
 using namespace kiln;
 
 namespace {
 
-constexpr int64_t kN = int64_t(1) << 24;  // 16M elements
-double g_triad_gbps = 0;                  // measured once in main()
-double g_dnnl_gflops = 0;
+constexpr int64_t kN = bench::kTriadElems;  // 16M elements
 
-double measure_triad_gbps() {
-  std::vector<float> a(kN), b(kN, 1.0f), c(kN, 2.0f);
-  double best = 1e30;
-  for (int rep = 0; rep < 10; ++rep) {
-    auto t0 = std::chrono::steady_clock::now();
-    float* __restrict pa = a.data();
-    const float* __restrict pb = b.data();
-    const float* __restrict pc = c.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < kN; ++i) pa[i] = pb[i] + 3.0f * pc[i];
-    auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
-  }
-  benchmark::DoNotOptimize(a.data());
-  return 3.0 * 4.0 * double(kN) / best / 1e9;
+// `t0`: taken just before the timed loop; the loop's wall time gives the shares of the ceilings.
+double loop_seconds(benchmark::State& st, std::chrono::steady_clock::time_point t0) {
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return secs / static_cast<double>(std::max<int64_t>(st.iterations(), 1));
 }
 
-double measure_dnnl_gflops(int64_t n) {
-  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n);
-  double best = 1e30;
-  for (int rep = 0; rep < 10; ++rep) {
-    auto t0 = std::chrono::steady_clock::now();
-    dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
-  }
-  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
-}
-
-void report_bandwidth(benchmark::State& st, int64_t bytes_per_iter) {
+void report_bandwidth(benchmark::State& st, int64_t bytes_per_iter, std::chrono::steady_clock::time_point t0) {
   st.SetBytesProcessed(st.iterations() * bytes_per_iter);
-  st.counters["GBps"] = benchmark::Counter(double(bytes_per_iter), benchmark::Counter::kIsIterationInvariantRate,
-                                           benchmark::Counter::kIs1000);
-  st.counters["triad_GBps"] = g_triad_gbps;
+  st.counters["triad_GBps"] = bench::ceilings().triad_gbps;
+  bench::report_ceiling_share(st, double(bytes_per_iter), 0, loop_seconds(st, t0));
 }
 
 void BM_Triad(benchmark::State& st) {
   std::vector<float> a(kN), b(kN, 1.0f), c(kN, 2.0f);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) {
     float* __restrict pa = a.data();
     const float* __restrict pb = b.data();
@@ -64,56 +42,63 @@ void BM_Triad(benchmark::State& st) {
     for (int64_t i = 0; i < kN; ++i) pa[i] = pb[i] + 3.0f * pc[i];
     benchmark::ClobberMemory();
   }
-  report_bandwidth(st, 3 * 4 * kN);
+  report_bandwidth(st, 3 * 4 * kN, t0);
 }
 BENCHMARK(BM_Triad)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerAdd(benchmark::State& st) {
   Tensor x = linspace(0.0, 1.0, kN), y = linspace(0.0, 1.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(add(x, y));
-  report_bandwidth(st, 3 * 4 * kN);
+  report_bandwidth(st, 3 * 4 * kN, t0);
 }
 BENCHMARK(BM_EagerAdd)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerMul(benchmark::State& st) {
   Tensor x = linspace(0.0, 1.0, kN), y = linspace(0.0, 1.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(mul(x, y));
-  report_bandwidth(st, 3 * 4 * kN);
+  report_bandwidth(st, 3 * 4 * kN, t0);
 }
 BENCHMARK(BM_EagerMul)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerExp(benchmark::State& st) {
   Tensor x = linspace(0.0, 1.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(exp(x));
-  report_bandwidth(st, 2 * 4 * kN);
+  report_bandwidth(st, 2 * 4 * kN, t0);
 }
 BENCHMARK(BM_EagerExp)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerLog(benchmark::State& st) {
   Tensor x = linspace(0.5, 4.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(log(x));
-  report_bandwidth(st, 2 * 4 * kN);
+  report_bandwidth(st, 2 * 4 * kN, t0);
 }
 BENCHMARK(BM_EagerLog)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerTanh(benchmark::State& st) {
   Tensor x = linspace(-3.0, 3.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(tanh(x));
-  report_bandwidth(st, 2 * 4 * kN);
+  report_bandwidth(st, 2 * 4 * kN, t0);
 }
 BENCHMARK(BM_EagerTanh)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerMulScalar(benchmark::State& st) {
   Tensor x = linspace(0.0, 1.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(x * 1.5);
-  report_bandwidth(st, 2 * 4 * kN);
+  report_bandwidth(st, 2 * 4 * kN, t0);
 }
 BENCHMARK(BM_EagerMulScalar)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_EagerSum(benchmark::State& st) {
   Tensor x = linspace(0.0, 1.0, kN);
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(x.sum());
-  report_bandwidth(st, 4 * kN);
+  report_bandwidth(st, 4 * kN, t0);
 }
 BENCHMARK(BM_EagerSum)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -131,10 +116,11 @@ BENCHMARK(BM_EagerChainAllocator)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark
 void BM_Mm(benchmark::State& st) {
   const int64_t n = st.range(0);
   Tensor a = randn({n, n}), b = randn({n, n});
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) benchmark::DoNotOptimize(mm(a, b));
   double flops = 2.0 * double(n) * double(n) * double(n);
-  st.counters["GFLOPs"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  st.counters["dnnl_GFLOPs"] = g_dnnl_gflops;
+  st.counters["dnnl_GFLOPs"] = bench::ceilings().sgemm_gflops;
+  bench::report_ceiling_share(st, 0, flops, loop_seconds(st, t0));
 }
 BENCHMARK(BM_Mm)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -162,10 +148,7 @@ BENCHMARK(BM_EagerAddSmall)->Arg(1)->Arg(1024)->Unit(benchmark::kMicrosecond);
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  g_triad_gbps = measure_triad_gbps();
-  g_dnnl_gflops = measure_dnnl_gflops(1024);
-  benchmark::AddCustomContext("triad_GBps", std::to_string(g_triad_gbps));
-  benchmark::AddCustomContext("dnnl_sgemm_1024_GFLOPs", std::to_string(g_dnnl_gflops));
+  bench::measure_ceilings();
   benchmark::AddCustomContext("threads", std::to_string(get_num_threads()));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

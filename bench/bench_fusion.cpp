@@ -9,20 +9,25 @@
 //   (4) MLPStep: 784-256-256-10 training step (cross_entropy, backward, optimizer step), batch 64
 //       (SGD + momentum, and Adam) and 512 (Adam).
 //   (5) EncoderLayer: nn::TransformerEncoderLayer (d_model 256, 4 heads, ff 1024, dropout 0.1,
-//       seq 128, batch 8) forward + backward of out.pow(2).mean().
+//       seq 128, batch 8) forward + backward of out.pow(2).mean() (EncoderLayer_fwd_bwd), and
+//       forward alone in eval mode under NoGradGuard (EncoderLayer_fwd).
+//   (7) CNNStep: conv-ReLU-maxpool twice + linear on [32, 1, 28, 28], cross_entropy, SGD with
+//       momentum (bench/workloads.h defines the MLP, CNN and encoder workloads).
 // Variants of each workload (benchmark names <workload>/<variant>):
 //   eager        the function called directly
 //   compiled     jit::compile, Backend::Native (fused LLVM kernels; the interpreter until they land)
 //   interpreter  jit::compile, Backend::Interpreter (every node through the eager kernels)
 //   builtin      (3 only) kiln's own softmax / layer_norm, eager
 // and <workload>/paired, which runs all variants in alternating blocks inside one benchmark (so they
-// share the machine's load; at least 1 s) and reports per-variant times `<variant>_us` (median
-// per call over the blocks) and ratios
+// share the machine's load; at least 1 s, or $KILN_BENCH_PAIRED_MIN_TIME seconds) and reports
+// per-variant times `<variant>_us` (median per call over the blocks) and ratios
 // `speedup_<variant>` = eager time / variant time (> 1: faster than eager); for (3) also
 // `compiled_vs_builtin` = builtin time / compiled time. Bandwidth-bound workloads report `GBps`
 // (minimal traffic: every input read once and the output written once — 16 bytes per element for
 // the 16M chain, 8 for softmax, 8 plus w and b for layer_norm, 12 for the triad) and `of_triad` =
-// GBps / the triad's GB/s measured at start-up in the same process (best of 10).
+// GBps / the triad's GB/s measured at start-up in the same process (best of 10). GEMM-bound
+// workloads (MLP, CNN, encoder) report `GFLOPs` (their GEMMs' flops per call / time) and
+// `of_sgemm` = GFLOPs / oneDNN sgemm's GFLOP/s measured at start-up (bench/ceilings.h).
 // Counters `matches` = 1 when the variant's results equal eager's after warm-up (rtol 1e-4, atol
 // 1e-5; the encoder layer's dropout draws the same numbers when the generator is re-seeded).
 // Counters from jit::stats() over the timed loop: replays/it, captures/it, fused_kernels (plans).
@@ -40,6 +45,11 @@
 // allocator are warm) and of the next calls (second, median of 10 more; eager median of 10), plus jit::stats()'s capture/passes/fusion/codegen
 // times and kernel counts. The disk kernel cache is $KILN_CACHE_DIR: run it twice with the same
 // empty directory for the cold and the warm-disk-cache figures (scripts/bench_fusion.sh does).
+// The same figures in process, as benchmarks: CompileLatency/cold (empty memory kernel cache, a
+// fresh empty KILN_CACHE_DIR per iteration), /warm_disk (empty memory cache, the disk cache holds
+// every kernel), /warm_memory (the kernels in memory: capture, passes, fusion and plan building
+// only); jit::reset() before each timed first call. Counters: kernels compiled and cache hits
+// per first call, and `of_eager_step` = first call / an eager step.
 #include <benchmark/benchmark.h>
 #include <kiln/kiln.h>
 
@@ -54,10 +64,15 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <filesystem>
 #include <tuple>
 #include <vector>
 
-#include "kernels/cpu/parallel.h"
+#include <unistd.h>
+
+#include "bench/ceilings.h"
+#include "bench/workloads.h"
+#include "fusion/codegen.h"  // clear_memory_cache: compile latency with a cold or disk-only kernel cache
 
 namespace {
 
@@ -73,37 +88,10 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // --- (1) STREAM triad -------------------------------------------------------------------------
 
-constexpr int64_t k16M = int64_t(1) << 24;
-double g_triad_gbps = 0;
-
-struct TriadArrays {
-  std::vector<float> a, b, c;
-  TriadArrays() : a(k16M, 0.0f), b(k16M, 1.0f), c(k16M, 2.0f) {}
-  void run(float s) {
-    float* __restrict pa = a.data();
-    const float* __restrict pb = b.data();
-    const float* __restrict pc = c.data();
-    cpu::parallel_for(k16M, cpu::kParallelGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) pa[i] = pb[i] + s * pc[i];
-    });
-  }
-};
-
-double measure_triad_gbps() {
-  TriadArrays t;
-  t.run(3.0f);  // first touch
-  double best = 1e30;
-  for (int rep = 0; rep < 10; ++rep) {
-    auto t0 = Clock::now();
-    t.run(3.0f);
-    best = std::min(best, seconds_since(t0));
-  }
-  benchmark::DoNotOptimize(t.a.data());
-  return 12.0 * static_cast<double>(k16M) / best / 1e9;
-}
+constexpr int64_t k16M = bench::kTriadElems;
 
 void BM_Triad(benchmark::State& state) {
-  TriadArrays t;
+  bench::TriadArrays t;
   t.run(3.0f);
   double secs = 0;
   for (auto _ : state) {
@@ -114,7 +102,7 @@ void BM_Triad(benchmark::State& state) {
   }
   const double gbps = 12.0 * static_cast<double>(k16M) * static_cast<double>(state.iterations()) / secs / 1e9;
   state.counters["GBps"] = gbps;
-  state.counters["triad_GBps_at_start"] = g_triad_gbps;
+  state.counters["triad_GBps_at_start"] = bench::ceilings().triad_gbps;
 }
 
 // --- workloads ----------------------------------------------------------------------------------
@@ -128,6 +116,7 @@ struct Variant {
 struct Workload {
   std::vector<Variant> variants;  // [0]: eager, the reference
   double bytes = 0;               // minimal bytes moved per call (0: not bandwidth-bound)
+  double flops = 0;               // GEMM flops per call (0: not GEMM-bound)
   int64_t items = 0;              // samples per call (0: not reported)
   std::shared_ptr<void> keep;
 };
@@ -214,56 +203,28 @@ Factory layer_norm_workload() {
   };
 }
 
-// (4) MLP training step
-enum class Opt { SGDMomentum, Adam };
+// (4) MLP and (7) CNN training steps
+using bench::Classifier;
+using bench::Opt;
 
-struct MLP {
-  std::shared_ptr<nn::Sequential> model;
-  std::unique_ptr<optim::Optimizer> opt;
-  Tensor x, y;
-};
-
-std::shared_ptr<MLP> make_mlp(Opt which, int64_t batch) {
-  auto s = std::make_shared<MLP>();
-  manual_seed(0);
-  s->model = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(784, 256), std::make_shared<nn::ReLU>(),
-                                              std::make_shared<nn::Linear>(256, 256), std::make_shared<nn::ReLU>(),
-                                              std::make_shared<nn::Linear>(256, 10));
-  if (which == Opt::SGDMomentum)
-    s->opt = std::make_unique<optim::SGD>(s->model->parameters(), optim::SGDOptions{.lr = 0.01, .momentum = 0.9});
-  else
-    s->opt = std::make_unique<optim::Adam>(s->model->parameters(), optim::AdamOptions{.lr = 1e-3});
-  s->x = randn({batch, 784});
-  s->y = randint(0, 10, {batch});
-  return s;
-}
-
-Tensor mlp_step(MLP& s) {
-  s.opt->zero_grad();
-  Tensor loss = cross_entropy(s.model->forward(s.x), s.y);
-  loss.backward();
-  s.opt->step();
-  return loss.detach();  // a result with autograd history would keep the function tracing
-}
-
-// Each variant trains its own twin (same initial weights); `matches` brings the eager twin to the
-// same step count and compares parameters.
-Factory mlp_workload(Opt which, int64_t batch) {
-  return [which, batch] {
-    auto eager = make_mlp(which, batch);
+// Each variant trains its own twin (same initial weights); `matches` brings an eager replica to
+// the same step count and compares parameters.
+Factory classifier_workload(std::function<std::shared_ptr<Classifier>()> make, Opt which, double flops, int64_t batch) {
+  return [make, which, flops, batch] {
+    auto eager = make();
     auto steps = std::make_shared<std::map<std::string, int64_t>>();
     Workload w;
-    w.variants.push_back({"eager", [eager, steps] { benchmark::DoNotOptimize(mlp_step(*eager).impl()); ++(*steps)["eager"]; }, {}});
+    w.variants.push_back(
+        {"eager", [eager, steps] { benchmark::DoNotOptimize(bench::classifier_step(*eager).impl()); ++(*steps)["eager"]; }, {}});
     std::vector<std::shared_ptr<void>> keep{eager, steps};
     for (const std::string v : {"compiled", "interpreter"}) {
-      auto twin = make_mlp(which, batch);
-      auto f = [twin](const Tensor&) { return mlp_step(*twin); };
+      auto twin = make();
+      auto f = [twin](const Tensor&) { return bench::classifier_step(*twin); };
       auto cf = std::make_shared<decltype(jit::compile(f))>(
-          jit::compile(f, v == "compiled" ? native("mlp_step") : interp("mlp_step_interp")));
-      auto matches = [eager, twin, steps, v, which, batch] {
-        // an eager replica stepped as often as this twin
-        auto ref = make_mlp(which, batch);
-        for (int64_t k = 0; k < (*steps)[v]; ++k) mlp_step(*ref);
+          jit::compile(f, v == "compiled" ? native("train_step") : interp("train_step_interp")));
+      auto matches = [make, twin, steps, v, which] {
+        auto ref = make();  // an eager replica stepped as often as this twin
+        for (int64_t k = 0; k < (*steps)[v]; ++k) bench::classifier_step(*ref);
         auto pr = ref->model->parameters(), pt = twin->model->parameters();
         for (size_t i = 0; i < pr.size(); ++i)
           // Adam divides by gradient magnitudes: over hundreds of steps rounding differences of
@@ -275,44 +236,33 @@ Factory mlp_workload(Opt which, int64_t batch) {
       keep.push_back(twin);
       keep.push_back(cf);
     }
+    w.flops = flops;
     w.items = batch;
     w.keep = std::make_shared<std::vector<std::shared_ptr<void>>>(keep);
     return w;
   };
 }
 
-// (5) TransformerEncoderLayer forward + backward
-struct Encoder {
-  std::shared_ptr<nn::TransformerEncoderLayer> layer;
-  Tensor src;
-};
-
-std::shared_ptr<Encoder> make_encoder() {
-  auto e = std::make_shared<Encoder>();
-  manual_seed(0);
-  e->layer = std::make_shared<nn::TransformerEncoderLayer>(
-      nn::TransformerEncoderLayerOptions{.d_model = 256, .nhead = 4, .dim_feedforward = 1024, .dropout = 0.1});
-  e->src = randn({128, 8, 256});  // (seq, batch, d_model)
-  return e;
+Factory mlp_workload(Opt which, int64_t batch) {
+  return classifier_workload([which, batch] { return bench::make_mlp(256, which, batch); }, which,
+                             bench::mlp_step_flops(256, batch), batch);
 }
 
-Tensor encoder_step(Encoder& e) {
-  e.layer->zero_grad();
-  Tensor out = e.layer->forward(e.src);
-  Tensor loss = out.pow(2).mean();
-  loss.backward();
-  return loss.detach();
+Factory cnn_workload(int64_t batch) {
+  return classifier_workload([batch] { return bench::make_cnn(Opt::SGDMomentum, batch); }, Opt::SGDMomentum,
+                             bench::cnn_step_flops(batch), batch);
 }
 
+// (5) TransformerEncoderLayer forward + backward, and forward alone
 Factory encoder_workload() {
   return [] {
-    auto eager = make_encoder();
+    auto eager = bench::make_encoder(false);
     Workload w;
-    w.variants.push_back({"eager", [eager] { benchmark::DoNotOptimize(encoder_step(*eager).impl()); }, {}});
+    w.variants.push_back({"eager", [eager] { benchmark::DoNotOptimize(bench::encoder_train_step(*eager).impl()); }, {}});
     std::vector<std::shared_ptr<void>> keep{eager};
     for (const std::string v : {"compiled", "interpreter"}) {
-      auto twin = make_encoder();
-      auto f = [twin](const Tensor&) { return encoder_step(*twin); };
+      auto twin = bench::make_encoder(false);
+      auto f = [twin](const Tensor&) { return bench::encoder_train_step(*twin); };
       auto cf = std::make_shared<decltype(jit::compile(f))>(
           jit::compile(f, v == "compiled" ? native("encoder_step") : interp("encoder_step_interp")));
       // Same seed before each side: dropout draws the same masks; the weights never change here.
@@ -322,7 +272,7 @@ Factory encoder_workload() {
         std::vector<Tensor> ga;
         for (const Tensor& p : twin->layer->parameters()) ga.push_back(p.grad().clone());
         manual_seed(7);
-        Tensor b = encoder_step(*eager);
+        Tensor b = bench::encoder_train_step(*eager);
         auto pe = eager->layer->parameters();
         bool ok = close(a, b);
         for (size_t i = 0; i < pe.size() && ok; ++i) ok = close(ga[i], pe[i].grad());
@@ -332,8 +282,33 @@ Factory encoder_workload() {
       keep.push_back(twin);
       keep.push_back(cf);
     }
-    w.items = 8;
+    w.flops = bench::encoder_flops(true);
+    w.items = bench::kEncBatch;
     w.keep = std::make_shared<std::vector<std::shared_ptr<void>>>(keep);
+    return w;
+  };
+}
+
+// Inference: eval mode (no dropout), no autograd; one layer serves every variant.
+Factory encoder_forward_workload() {
+  return [] {
+    auto e = bench::make_encoder(true);
+    auto f = [e](const Tensor&) { return bench::encoder_forward(*e); };
+    auto cn = std::make_shared<decltype(jit::compile(f))>(jit::compile(f, native("encoder_fwd")));
+    auto ci = std::make_shared<decltype(jit::compile(f))>(jit::compile(f, interp("encoder_fwd_interp")));
+    auto run = [e](auto& fn) {
+      NoGradGuard no_grad;
+      return fn(e->src);
+    };
+    Workload w;
+    w.variants.push_back({"eager", [f, run] { benchmark::DoNotOptimize(run(f).impl()); }, {}});
+    w.variants.push_back({"compiled", [cn, run] { benchmark::DoNotOptimize(run(*cn).impl()); },
+                          [cn, f, run] { return close(run(*cn), run(f)); }});
+    w.variants.push_back({"interpreter", [ci, run] { benchmark::DoNotOptimize(run(*ci).impl()); },
+                          [ci, f, run] { return close(run(*ci), run(f)); }});
+    w.flops = bench::encoder_flops(false);
+    w.items = bench::kEncBatch;
+    w.keep = std::make_shared<std::tuple<decltype(e), decltype(cn), decltype(ci)>>(e, cn, ci);
     return w;
   };
 }
@@ -383,11 +358,8 @@ class StatsDelta {
   jit::Stats before_;
 };
 
-void bandwidth(benchmark::State& state, const Workload& w, double secs_per_call, const std::string& suffix = "") {
-  if (w.bytes <= 0) return;
-  const double gbps = w.bytes / secs_per_call / 1e9;
-  state.counters["GBps" + suffix] = gbps;
-  if (g_triad_gbps > 0) state.counters["of_triad" + suffix] = gbps / g_triad_gbps;
+void ceiling_share(benchmark::State& state, const Workload& w, double secs_per_call, const std::string& suffix = "") {
+  bench::report_ceiling_share(state, w.bytes, w.flops, secs_per_call, suffix);
 }
 
 void run_variant(benchmark::State& state, const std::string& workload, const Factory& make, size_t which) {
@@ -405,7 +377,7 @@ void run_variant(benchmark::State& state, const std::string& workload, const Fac
   }
   const double n = static_cast<double>(state.iterations());
   if (v.name == "compiled" || v.name == "interpreter") stats.report(state, n);
-  bandwidth(state, w, secs / n);
+  ceiling_share(state, w, secs / n);
   if (w.items > 0) state.SetItemsProcessed(state.iterations() * w.items);
 }
 
@@ -446,7 +418,7 @@ void run_paired(benchmark::State& state, const std::string& workload, const Fact
     const std::string& name = w.variants[v].name;
     state.counters[name + "_us"] = secs[v] * 1e6;
     if (v > 0) state.counters["speedup_" + name] = secs[0] / secs[v];
-    bandwidth(state, w, secs[v], "_" + name);
+    ceiling_share(state, w, secs[v], "_" + name);
   }
   size_t compiled = 0, builtin = 0;
   for (size_t v = 0; v < w.variants.size(); ++v) {
@@ -456,6 +428,11 @@ void run_paired(benchmark::State& state, const std::string& workload, const Fact
   if (compiled && builtin) state.counters["compiled_vs_builtin"] = secs[builtin] / secs[compiled];
 }
 
+double paired_min_time() {
+  const char* t = std::getenv("KILN_BENCH_PAIRED_MIN_TIME");
+  return t && *t ? std::atof(t) : 1.0;
+}
+
 // `extra`: the variants the factory makes after eager, compiled and interpreter (in order).
 void register_workload(const std::string& name, const Factory& make, benchmark::TimeUnit unit, int block,
                        const std::vector<std::string>& extra = {}) {
@@ -463,28 +440,37 @@ void register_workload(const std::string& name, const Factory& make, benchmark::
   names.insert(names.end(), extra.begin(), extra.end());
   for (size_t v = 0; v < names.size(); ++v)
     benchmark::RegisterBenchmark((name + "/" + names[v]).c_str(), run_variant, name, make, v)->Unit(unit)->UseRealTime();
-  // At least a second: the big workloads then get several blocks to take the median of.
+  // At least a second ($KILN_BENCH_PAIRED_MIN_TIME): the big workloads then get several blocks to
+  // take the median of.
   benchmark::RegisterBenchmark((name + "/paired").c_str(), run_paired, name, make, block)
       ->Unit(unit)
       ->UseRealTime()
-      ->MinTime(1.0);
+      ->MinTime(paired_min_time());
 }
 
 // --- (6) compile latency ------------------------------------------------------------------------
 
-int compile_latency() {
-  auto eager = make_mlp(Opt::Adam, 64);
-  auto twin = make_mlp(Opt::Adam, 64);
-  // Warm what is not the JIT's: oneDNN builds its GEMM kernels on first use, the allocator fills.
-  for (int i = 0; i < 3; ++i) mlp_step(*eager);
-  std::vector<double> eager_ms;
+// Eager steps of the compile-latency workload: warms what is not the JIT's (oneDNN builds its GEMM
+// kernels on first use, the allocator fills), then the median of 10 steps in ms.
+double eager_step_ms(Classifier& eager) {
+  for (int i = 0; i < 3; ++i) bench::classifier_step(eager);
+  std::vector<double> ms;
   for (int i = 0; i < 10; ++i) {
     auto t0 = Clock::now();
-    mlp_step(*eager);
-    eager_ms.push_back(seconds_since(t0) * 1e3);
+    bench::classifier_step(eager);
+    ms.push_back(seconds_since(t0) * 1e3);
   }
+  return median(ms);
+}
+
+std::shared_ptr<Classifier> latency_workload() { return bench::make_mlp(256, Opt::Adam, 64); }
+
+int compile_latency() {
+  auto eager = latency_workload();
+  auto twin = latency_workload();
+  const double eager_ms = eager_step_ms(*eager);
   jit::reset();
-  auto f = [twin](const Tensor&) { return mlp_step(*twin); };
+  auto f = [twin](const Tensor&) { return bench::classifier_step(*twin); };
   auto step = jit::compile(f, native("mlp_step"));
   auto t0 = Clock::now();
   Tensor first = step(twin->x);
@@ -507,12 +493,72 @@ int compile_latency() {
       "\"first_call\": {\"capture_ms\": %.3f, \"passes_ms\": %.3f, \"compile_ms\": %.3f, \"fusion_ms\": %.3f, "
       "\"codegen_ms\": %.3f, \"run_ms\": %.3f, \"fused_kernels\": %lld, \"kernels_compiled\": %lld, "
       "\"kernel_cache_hits\": %lld, \"codegen_fallbacks\": %lld, \"compiles\": %lld}}\n",
-      dir ? dir : "", first_ms, second_ms, median(steady_ms), median(eager_ms), s.capture_ms, s.passes_ms, s.compile_ms,
+      dir ? dir : "", first_ms, second_ms, median(steady_ms), eager_ms, s.capture_ms, s.passes_ms, s.compile_ms,
       s.fusion_ms, s.codegen_ms, s.run_ms, static_cast<long long>(s.fused_kernels),
       static_cast<long long>(s.kernels_compiled), static_cast<long long>(s.kernel_cache_hits),
       static_cast<long long>(s.codegen_fallbacks), static_cast<long long>(s.compiles));
   benchmark::DoNotOptimize(first.impl());
   return 0;
+}
+
+enum class KernelCache { Cold, WarmDisk, WarmMemory };
+
+// The first call of a freshly compiled training step (jit::reset() before each), with the kernel
+// cache in the given state. KILN_CACHE_DIR points into a scratch directory meanwhile.
+void BM_CompileLatency(benchmark::State& state, KernelCache cache) {
+  namespace fs = std::filesystem;
+  const char* env = std::getenv("KILN_CACHE_DIR");
+  const std::string saved = env ? env : "";
+  const fs::path root = fs::temp_directory_path() / ("kiln_bench_cache." + std::to_string(::getpid()));
+  fs::create_directories(root);
+  auto use_dir = [](const fs::path& dir) { ::setenv("KILN_CACHE_DIR", dir.c_str(), 1); };
+  auto eager = latency_workload();
+  const double eager_ms = eager_step_ms(*eager);
+  auto first_call = [](const std::shared_ptr<Classifier>& twin) {
+    auto step = jit::compile([twin](const Tensor&) { return bench::classifier_step(*twin); }, native("mlp_step"));
+    auto t0 = Clock::now();
+    benchmark::DoNotOptimize(step(twin->x).impl());
+    return seconds_since(t0);
+  };
+  use_dir(root / "warm");
+  if (cache != KernelCache::Cold) {  // fill the caches once (kernels already in memory would not be written to disk)
+    jit::reset();
+    fusion::clear_memory_cache();
+    first_call(latency_workload());
+  }
+  jit::Stats sum;
+  int64_t n = 0;
+  double total_s = 0;
+  for (auto _ : state) {
+    auto twin = latency_workload();
+    jit::reset();
+    if (cache == KernelCache::Cold) use_dir(root / ("cold" + std::to_string(n)));
+    if (cache != KernelCache::WarmMemory) fusion::clear_memory_cache();
+    const double secs = first_call(twin);
+    state.SetIterationTime(secs);
+    total_s += secs;
+    const jit::Stats s = jit::stats();
+    sum.capture_ms += s.capture_ms;
+    sum.passes_ms += s.passes_ms;
+    sum.fusion_ms += s.fusion_ms;
+    sum.codegen_ms += s.codegen_ms;
+    sum.kernels_compiled += s.kernels_compiled;
+    sum.kernel_cache_hits += s.kernel_cache_hits;
+    ++n;
+  }
+  if (saved.empty()) ::unsetenv("KILN_CACHE_DIR");
+  else ::setenv("KILN_CACHE_DIR", saved.c_str(), 1);
+  std::error_code ec;
+  fs::remove_all(root, ec);
+  const double d = static_cast<double>(std::max<int64_t>(n, 1));
+  state.counters["capture_ms"] = sum.capture_ms / d;
+  state.counters["passes_ms"] = sum.passes_ms / d;
+  state.counters["fusion_ms"] = sum.fusion_ms / d;
+  state.counters["codegen_ms"] = sum.codegen_ms / d;
+  state.counters["kernels_compiled"] = static_cast<double>(sum.kernels_compiled) / d;
+  state.counters["kernel_cache_hits"] = static_cast<double>(sum.kernel_cache_hits) / d;
+  state.counters["eager_step_ms"] = eager_ms;
+  state.counters["of_eager_step"] = total_s * 1e3 / d / eager_ms;
 }
 
 }  // namespace
@@ -522,9 +568,8 @@ int main(int argc, char** argv) {
   kiln::set_num_threads(threads);
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--compile-latency") == 0) return compile_latency();
-  g_triad_gbps = measure_triad_gbps();
+  bench::measure_ceilings();
   benchmark::AddCustomContext("threads", std::to_string(threads));
-  benchmark::AddCustomContext("triad_GBps", std::to_string(g_triad_gbps));
   using benchmark::kMicrosecond;
   using benchmark::kMillisecond;
   benchmark::RegisterBenchmark("Triad_16M", BM_Triad)->Unit(kMillisecond)->UseRealTime();
@@ -536,6 +581,13 @@ int main(int argc, char** argv) {
   register_workload("MLPStep_Adam_b64", mlp_workload(Opt::Adam, 64), kMillisecond, 2);
   register_workload("MLPStep_Adam_b512", mlp_workload(Opt::Adam, 512), kMillisecond, 1);
   register_workload("EncoderLayer_fwd_bwd", encoder_workload(), kMillisecond, 1);
+  register_workload("EncoderLayer_fwd", encoder_forward_workload(), kMillisecond, 1);
+  register_workload("CNNStep_SGDMomentum_b32", cnn_workload(32), kMillisecond, 2);
+  for (auto [name, cache] : {std::pair{"cold", KernelCache::Cold}, std::pair{"warm_disk", KernelCache::WarmDisk},
+                             std::pair{"warm_memory", KernelCache::WarmMemory}})
+    benchmark::RegisterBenchmark((std::string("CompileLatency_MLPStep_Adam_b64/") + name).c_str(), BM_CompileLatency, cache)
+        ->UseManualTime()
+        ->Unit(kMillisecond);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
