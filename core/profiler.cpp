@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -51,7 +52,7 @@ int64_t now_ns() {
 // uncontended except at that moment, and taken only while profiling.
 struct ThreadBuffer {
   std::mutex mu;
-  std::vector<Event> events;
+  std::vector<std::unique_ptr<Event>> events;  // pointers: growing the buffer moves no events
   int tid = 0;
   std::string name;
 };
@@ -110,16 +111,24 @@ ThreadState* current() {
   return &t;
 }
 
-void push(ThreadState& t, Event&& e) {
+void push(ThreadState& t, std::unique_ptr<Event> e) {
   std::lock_guard<std::mutex> lock(t.buf->mu);
   t.buf->events.push_back(std::move(e));
 }
 
-std::string sizes_str(const Tensor& t) {
-  if (!t.defined()) return "None";
-  std::string s = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.sizes()[static_cast<size_t>(d)]);
-  return s + "]";
+void append_sizes(std::string& s, const Tensor& t) {
+  if (!t.defined()) {
+    s += "None";
+    return;
+  }
+  s += '[';
+  char buf[24];
+  const IntArrayRef sizes = t.sizes();
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (d) s += ", ";
+    s.append(buf, std::to_chars(buf, buf + sizeof(buf), sizes[d]).ptr);
+  }
+  s += ']';
 }
 
 }  // namespace
@@ -142,7 +151,7 @@ void Scope::end() {
   ev_->dur_ns = now_ns() - ev_->start_ns;
   ThreadState& t = t_state;
   --t.depth;
-  if (t.session == session_ && t.buf) push(t, std::move(*ev_));
+  if (t.session == session_ && t.buf) push(t, std::move(ev_));
   ev_.reset();
 }
 
@@ -161,14 +170,18 @@ void describe_inputs(Event& e, const std::vector<Tensor>& inputs) {
   if (shapes) e.shapes = "[";
   bool first = true;
   for (const Tensor& x : inputs) {
-    if (shapes) e.shapes += (first ? "" : ", ") + sizes_str(x);
+    if (shapes) {
+      if (!first) e.shapes += ", ";
+      append_sizes(e.shapes, x);
+    }
     first = false;
     if (!x.defined()) continue;
     if (e.dtype.empty()) {
       e.dtype = std::string(dtype_name(x.dtype()));
       e.device = x.device().str();
     }
-    if (!x.impl()->storage()->is_lazy()) e.bytes += static_cast<int64_t>(x.nbytes());
+    const Storage& st = x.impl()->storage();
+    if (st && !st->is_lazy()) e.bytes += static_cast<int64_t>(x.nbytes());
   }
   if (shapes) e.shapes += "]";
 }
@@ -200,15 +213,15 @@ void record_instant(Category c, size_t nbytes, const char* how) {
   const int64_t n = static_cast<int64_t>(nbytes);
   const int64_t net = t->sess->net_bytes.fetch_add(c == Category::Alloc ? n : -n, std::memory_order_relaxed) +
                       (c == Category::Alloc ? n : -n);
-  Event e;
-  e.category = c;
-  e.name = c == Category::Alloc ? "alloc" : "free";
-  e.seq = t->seq++;
-  e.depth = t->depth;
-  e.start_ns = now_ns();
-  e.bytes = n;
-  e.detail = how;
-  if (o.record_memory) e.args.emplace_back("net_bytes", std::to_string(net));
+  auto e = std::make_unique<Event>();
+  e->category = c;
+  e->name = c == Category::Alloc ? "alloc" : "free";
+  e->seq = t->seq++;
+  e->depth = t->depth;
+  e->start_ns = now_ns();
+  e->bytes = n;
+  e->detail = how;
+  if (o.record_memory) e->args.emplace_back("net_bytes", std::to_string(net));
   push(*t, std::move(e));
 }
 }  // namespace
@@ -261,20 +274,25 @@ void Profile::stop() {
     std::lock_guard<std::mutex> lock(s.mu);
     buffers = s.buffers;
   }
-  std::vector<Event>& all = impl_->events;
+  std::vector<std::unique_ptr<Event>> gathered;
   impl_->thread_names.assign(buffers.size() + 1, "");
   for (const auto& b : buffers) {
     std::lock_guard<std::mutex> lock(b->mu);
     impl_->thread_names[static_cast<size_t>(b->tid)] = b->name;
-    for (Event& e : b->events) {
-      e.tid = b->tid;
-      e.start_ns = std::max<int64_t>(0, e.start_ns - s.start_ns);
-      all.push_back(std::move(e));
+    for (auto& e : b->events) {
+      e->tid = b->tid;
+      e->start_ns = std::max<int64_t>(0, e->start_ns - s.start_ns);
+      gathered.push_back(std::move(e));
     }
     b->events.clear();
     b->events.shrink_to_fit();
   }
-  std::sort(all.begin(), all.end(), [](const Event& a, const Event& b) { return std::tie(a.tid, a.seq) < std::tie(b.tid, b.seq); });
+  std::sort(gathered.begin(), gathered.end(),
+            [](const auto& a, const auto& b) { return std::tie(a->tid, a->seq) < std::tie(b->tid, b->seq); });
+  std::vector<Event>& all = impl_->events;
+  all.reserve(gathered.size());
+  for (auto& e : gathered) all.push_back(std::move(*e));
+  gathered.clear();
   // Nesting: within a thread, in order of beginning, the enclosing event is the latest one still
   // open at a smaller depth. Self time = duration minus the children's durations.
   std::vector<int> open;

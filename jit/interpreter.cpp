@@ -254,7 +254,11 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
     int64_t flow = 0;
     if (profiler::Event* e = node.event()) {
       if (n.kind == NodeKind::Mutate) e->name += "_";
-      e->detail = g.node_str(i);
+      std::call_once(node_text_once_, [&] {
+        node_text_.resize(g.nodes.size());
+        for (size_t k = 0; k < g.nodes.size(); ++k) node_text_[k] = g.node_str(k);
+      });
+      e->detail = node_text_[i];
       e->args.emplace_back("node", std::to_string(i));
       flow = e->flow_out = profiler::detail::new_flow_id();
     }

@@ -77,6 +77,9 @@ class Plan {
   std::vector<std::pair<int, int>> rng_attr_;  // per node: indices of its seed/offset attrs, or -1  // per node: a Mutate can write its target without a temporary
   std::shared_ptr<const Fusion> fusion_;
   std::string label_;
+  // Each node's IR line, for the profiler's node events (made on the first profiled run).
+  mutable std::once_flag node_text_once_;
+  mutable std::vector<std::string> node_text_;
   mutable std::shared_ptr<const Plan> upgrade_owner_;  // keeps upgrade_ alive; written once
   mutable std::atomic<const Plan*> upgrade_{nullptr};
   mutable std::mutex pool_mutex_;
