@@ -7,7 +7,7 @@
 //
 // Open the trace in https://ui.perfetto.dev (or chrome://tracing): one track per thread; the
 // compiled steps show the plan's nodes with arrows to the kernels that ran them. --dump DIR also
-// writes the compiled graphs and kernels (KILN_DUMP_DIR): a kernel "mlp_step.0/k3_add" of the
+// writes the compiled graphs and kernels (KILN_DUMP_DIR): a kernel "mlp_step.0/k8_sum" of the
 // trace is listed under that name in DIR/mlp_step.0.kernels.txt, and jit::stats() (printed last)
 // counts its calls. docs/profiling.md explains the events and the columns.
 #include <kiln/kiln.h>
