@@ -7,6 +7,7 @@
 #include "autograd/autograd.h"
 #include "autograd/functions.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace kiln::autograd {
 
@@ -129,7 +130,14 @@ TensorList run(const std::vector<Edge>& roots, TensorList root_grads, bool keep_
     bool any = false;
     for (const Tensor& g : grads) any = any || g.defined();
     TensorList out;
-    if (any) out = n->apply(std::move(grads));
+    if (any) {
+      if (profiler::enabled()) [[unlikely]] {
+        profiler::Scope scope(n->name(), profiler::Category::Autograd);
+        out = n->apply(std::move(grads));
+      } else {
+        out = n->apply(std::move(grads));
+      }
+    }
     if (!keep_graph) n->release_saved();
     for (size_t i = 0; i < n->next_edges.size(); ++i) {
       const Edge& e = n->next_edges[i];
@@ -176,6 +184,7 @@ void backward(const TensorList& outputs, const TensorList& grad_outputs, std::op
               bool create_graph) {
   std::vector<Edge> edges;
   TensorList grads;
+  profiler::Scope scope("backward", profiler::Category::Autograd);
   prepare_roots("backward", outputs, grad_outputs, edges, grads);
   run(edges, std::move(grads), retain_graph.value_or(create_graph), create_graph, nullptr, 0);
 }
@@ -184,6 +193,7 @@ TensorList grad(const TensorList& outputs, const TensorList& inputs, const Tenso
                 std::optional<bool> retain_graph, bool create_graph, bool allow_unused) {
   std::vector<Edge> edges;
   TensorList grads;
+  profiler::Scope scope("grad", profiler::Category::Autograd);
   prepare_roots("grad", outputs, grad_outputs, edges, grads);
   TargetMap targets;
   for (size_t i = 0; i < inputs.size(); ++i) {

@@ -6,6 +6,7 @@
 #include <new>
 
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace kiln {
 namespace {
@@ -47,11 +48,11 @@ void* system_alloc(size_t cls) {
   return p;
 }
 
-}  // namespace
-
-void* cpu_alloc(size_t nbytes) {
-  size_t cls = size_class(nbytes);
+// Returns the block; `how` says where it came from: "small" (uncached size), "cache hit" or
+// "cache miss" (a cacheable size the system provided).
+void* cached_alloc(size_t cls, const char** how) {
   Cache& c = cache();
+  *how = "small";
   if (cls >= kCacheMin) {
     std::lock_guard<std::mutex> lock(c.mu);
     auto it = c.free_blocks.find(cls);
@@ -61,20 +62,21 @@ void* cpu_alloc(size_t nbytes) {
       c.stats.cached_bytes -= cls;
       c.stats.allocated_bytes += cls;
       ++c.stats.cache_hits;
+      *how = "cache hit";
       return p;
     }
     ++c.stats.cache_misses;
     c.stats.allocated_bytes += cls;
+    *how = "cache miss";
   }
   return system_alloc(cls);
 }
 
-void cpu_free(void* ptr, size_t nbytes) {
-  if (!ptr) return;
-  size_t cls = size_class(nbytes);
+// Returns how the block went: "small" (uncached size), "to the cache" or "to the system".
+const char* cached_free(void* ptr, size_t cls) {
   if (cls < kCacheMin) {
     std::free(ptr);
-    return;
+    return "small";
   }
   Cache& c = cache();
   {
@@ -83,10 +85,28 @@ void cpu_free(void* ptr, size_t nbytes) {
     if (c.stats.cached_bytes + cls <= c.limit) {
       c.free_blocks.emplace(cls, ptr);
       c.stats.cached_bytes += cls;
-      return;
+      return "to the cache";
     }
   }
   std::free(ptr);
+  return "to the system";
+}
+
+}  // namespace
+
+void* cpu_alloc(size_t nbytes) {
+  const char* how;
+  void* p = cached_alloc(size_class(nbytes), &how);
+  if (profiler::enabled()) [[unlikely]]
+    profiler::detail::record_alloc(nbytes, how);
+  return p;
+}
+
+void cpu_free(void* ptr, size_t nbytes) {
+  if (!ptr) return;
+  const char* how = cached_free(ptr, size_class(nbytes));
+  if (profiler::enabled()) [[unlikely]]
+    profiler::detail::record_free(nbytes, how);
 }
 
 CpuAllocatorStats cpu_allocator_stats() {

@@ -5,6 +5,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/record.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "core/shape.h"
 #include "core/trace_hook.h"
 
@@ -164,7 +165,10 @@ Tensor make_view(const OpDef& op, const Tensor& in, const Attrs& attrs) {
 
 }  // namespace
 
-TensorList call_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs) {
+namespace {
+
+// Inlined into call_op: the profiler costs the unprofiled path one branch, not also a call.
+[[gnu::always_inline]] inline TensorList dispatch(const OpDef& op, const TensorList& inputs, const Attrs& attrs) {
   for (size_t i = 0; i < inputs.size(); ++i)
     KILN_CHECK(inputs[i].defined() || op.kind == OpKind::Opaque || op.kind == OpKind::Factory, "[", op.name,
                "] argument ", i, " is an undefined tensor");
@@ -189,6 +193,27 @@ TensorList call_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs
   return out;
 }
 
+// An op event around dispatch (ops recorded into a capture run nothing: they are not events).
+TensorList profiled_dispatch(const OpDef& op, const TensorList& inputs, const Attrs& attrs) {
+  if (detail::trace_hook()) return dispatch(op, inputs, attrs);
+  profiler::Scope scope(op.name, profiler::Category::Op);
+  if (profiler::Event* e = scope.event()) {
+    profiler::detail::describe_inputs(*e, inputs);
+    if (op.kind == OpKind::View) e->bytes = 0;  // no data moves
+  }
+  TensorList out = dispatch(op, inputs, attrs);
+  if (profiler::Event* e = scope.event(); e && op.kind != OpKind::View) profiler::detail::add_written(*e, out);
+  return out;
+}
+
+}  // namespace
+
+TensorList call_op(const OpDef& op, const TensorList& inputs, const Attrs& attrs) {
+  if (profiler::enabled()) [[unlikely]]
+    return profiled_dispatch(op, inputs, attrs);
+  return dispatch(op, inputs, attrs);
+}
+
 namespace {
 bool overlaps(const Tensor& a, const Tensor& b) {
   if (a.impl()->storage() != b.impl()->storage() || a.numel() == 0 || b.numel() == 0) return false;
@@ -210,7 +235,9 @@ bool same_geometry(const Tensor& a, const Tensor& b) {
 }
 }  // namespace
 
-Tensor& call_op_out(const OpDef& op, Tensor& out, const TensorList& inputs, const Attrs& attrs) {
+namespace {
+
+[[gnu::always_inline]] inline Tensor& dispatch_out(const OpDef& op, Tensor& out, const TensorList& inputs, const Attrs& attrs) {
   KILN_CHECK(out.defined(), "[", op.name, "] output tensor is undefined");
   std::vector<TensorMeta> metas = op.infer(op, inputs, attrs);
   KILN_INTERNAL_ASSERT(metas.size() == 1, "out= form of multi-output op ", op.name);
@@ -248,6 +275,23 @@ Tensor& call_op_out(const OpDef& op, Tensor& out, const TensorList& inputs, cons
   }
   autograd::finish_inplace(rec.get(), out);
   return out;
+}
+
+Tensor& profiled_dispatch_out(const OpDef& op, Tensor& out, const TensorList& inputs, const Attrs& attrs) {
+  if (detail::trace_hook()) return dispatch_out(op, out, inputs, attrs);
+  profiler::Scope scope(op.name + "_", profiler::Category::Op);  // in place / out=, as PyTorch names add_
+  if (profiler::Event* e = scope.event()) profiler::detail::describe_inputs(*e, inputs);
+  dispatch_out(op, out, inputs, attrs);
+  if (profiler::Event* e = scope.event()) profiler::detail::add_written(*e, out);
+  return out;
+}
+
+}  // namespace
+
+Tensor& call_op_out(const OpDef& op, Tensor& out, const TensorList& inputs, const Attrs& attrs) {
+  if (profiler::enabled()) [[unlikely]]
+    return profiled_dispatch_out(op, out, inputs, attrs);
+  return dispatch_out(op, out, inputs, attrs);
 }
 
 Tensor& call_op_inplace(const OpDef& op, Tensor& self, const TensorList& inputs, const Attrs& attrs) {

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "core/profiler.h"
 #if KILN_HAVE_LLVM
 #include "fusion/llvm_jit.h"
 #endif
@@ -186,6 +187,8 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
 
   bool rejected = false;
   if (!path.empty()) {
+    profiler::Scope load_scope("cache load", profiler::Category::Jit);
+    if (profiler::Event* e = load_scope.event()) e->detail = path;
     std::string object;
     switch (llvm_jit::read_cache_file(path, keys_text, &object)) {
       case llvm_jit::DiskRead::Hit:
@@ -218,7 +221,9 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
   llvm_jit::CompileTimings phases;
   const std::string object = llvm_jit::compile_object(kernels, symbols, options.keep_text ? &text : nullptr, &phases);
   const auto t_link = std::chrono::steady_clock::now();
+  profiler::Scope link_scope("link", profiler::Category::Jit);
   std::vector<uint64_t> addresses = llvm_jit::load_object(object, symbols);
+  link_scope.close();
   const double link_ms = ms_since(t_link);
   const double compile_ms = ms_since(t0);
   // Written only once the object has linked, so the cache never holds one that does not.

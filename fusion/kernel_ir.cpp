@@ -1,5 +1,6 @@
 #include "fusion/kernel_ir.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/error.h"
@@ -273,6 +274,53 @@ std::vector<int64_t> Kernel::param_values() const {
     for (const Int& s : ix.strides) note(s);
   }
   return out;
+}
+
+KernelCost estimate_cost(const Kernel& k) {
+  KernelCost c;
+  const size_t nd = k.dims.size();
+  double outer = 1, inner = 1;
+  for (size_t d = 0; d < nd; ++d)
+    (static_cast<int>(d) < k.num_outer ? outer : inner) *= static_cast<double>(std::max<int64_t>(k.dims[d].value, 0));
+  // Where each expression is evaluated: context 0 is the outer point (stage -1), s + 1 stage s.
+  const size_t nctx = static_cast<size_t>(std::max(k.num_stages, 0)) + 1;
+  std::vector<std::vector<char>> used(k.exprs.size(), std::vector<char>(nctx, 0));
+  auto ctx = [&](int stage) { return std::min(static_cast<size_t>(stage + 1), nctx - 1); };
+  for (const Store& s : k.stores)
+    if (s.value >= 0) used[static_cast<size_t>(s.value)][ctx(s.stage)] = 1;
+  for (const Accumulator& a : k.accs) {
+    if (a.value >= 0) used[static_cast<size_t>(a.value)][ctx(a.stage)] = 1;
+    c.flops += outer * inner;  // the fold
+  }
+  for (size_t i = k.exprs.size(); i-- > 0;) {
+    const Expr& e = k.exprs[i];
+    const int arity = expr_arity(e.op);
+    for (size_t x = 0; x < nctx; ++x) {
+      if (!used[i][x]) continue;
+      if (arity > 0 && e.op != ExprOp::Cast) c.flops += x == 0 ? outer : outer * inner;
+      for (int a = 0; a < arity; ++a)
+        if (e.args[a] >= 0) used[static_cast<size_t>(e.args[a])][x] = 1;
+    }
+  }
+  std::vector<double> elems(k.buffers.size(), 0);
+  auto access = [&](int buffer, int index) {
+    if (buffer < 0 || index < 0 || static_cast<size_t>(buffer) >= elems.size()) return;
+    const Index& ix = k.indices[static_cast<size_t>(index)];
+    double n = 1;
+    for (size_t d = 0; d < nd && d < ix.strides.size(); ++d)
+      if (!ix.strides[d].is_const() || ix.strides[d].value != 0) n *= static_cast<double>(std::max<int64_t>(k.dims[d].value, 0));
+    elems[static_cast<size_t>(buffer)] = std::max(elems[static_cast<size_t>(buffer)], n);
+  };
+  for (const Expr& e : k.exprs)
+    if (e.op == ExprOp::Load) access(e.buffer, e.index);
+  for (const Store& s : k.stores) access(s.buffer, s.index);
+  double bytes = 0;
+  for (size_t b = 0; b < k.buffers.size(); ++b) {
+    const Buffer& buf = k.buffers[b];
+    bytes += elems[b] * static_cast<double>(itemsize(buf.dtype)) * ((buf.read ? 1 : 0) + (buf.written ? 1 : 0));
+  }
+  c.bytes = static_cast<int64_t>(bytes);
+  return c;
 }
 
 }  // namespace kiln::fusion

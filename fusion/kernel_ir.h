@@ -116,4 +116,16 @@ struct Kernel {
   std::vector<int64_t> param_values() const;
 };
 
+// What one run over the whole iteration space moves and computes (the profiler's GB/s and
+// GFLOP/s; docs/profiling.md). bytes: per buffer, the elements its widest access spans (the
+// product of the dims it has a non-zero stride in), once if read and once more if written.
+// flops: one per evaluation of an expression with operands (casts excepted), where it is
+// evaluated (once per outer point for stage -1, once per point of the stage loop otherwise),
+// plus one per accumulator fold.
+struct KernelCost {
+  int64_t bytes = 0;
+  double flops = 0;
+};
+KernelCost estimate_cost(const Kernel& k);
+
 }  // namespace kiln::fusion

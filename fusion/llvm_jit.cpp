@@ -25,9 +25,11 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include "core/error.h"
+#include "core/profiler.h"
 #include "fusion/llvm_compat.h"
 #include "fusion/llvm_render.h"
 
@@ -218,10 +220,14 @@ std::string compile_object(const std::vector<const Kernel*>& kernels, const std:
   KILN_INTERNAL_ASSERT(kernels.size() == symbols.size(), "compile_object: ", kernels.size(), " kernels, ", symbols.size(),
                        " symbols");
   auto t0 = std::chrono::steady_clock::now();
-  auto lap = [&](double* into) {
+  std::optional<profiler::Scope> phase;  // the profiler's event for the current phase
+  phase.emplace("render", profiler::Category::Jit);
+  auto lap = [&](double* into, const char* next) {
     auto t = std::chrono::steady_clock::now();
     if (into) *into = std::chrono::duration<double, std::milli>(t - t0).count();
     t0 = t;
+    phase.reset();
+    if (next) phase.emplace(next, profiler::Category::Jit);
   };
   std::unique_ptr<llvm::TargetMachine> tm = s.make_target_machine();
   llvm::LLVMContext ctx;  // one per compile: contexts are not thread-safe
@@ -241,9 +247,9 @@ std::string compile_object(const std::vector<const Kernel*>& kernels, const std:
     os.flush();
     KILN_INTERNAL_ASSERT(!broken, "generated LLVM IR does not verify: ", err);
   }
-  lap(timings ? &timings->render_ms : nullptr);
+  lap(timings ? &timings->render_ms : nullptr, "optimise");
   optimise(m, *tm);
-  lap(timings ? &timings->optimise_ms : nullptr);
+  lap(timings ? &timings->optimise_ms : nullptr, "llvm codegen");
   if (text) {
     text->after.clear();
     for (llvm::Function* f : fns) text->after.push_back(function_text(*f));
@@ -254,7 +260,7 @@ std::string compile_object(const std::vector<const Kernel*>& kernels, const std:
   KILN_CHECK(!tm->addPassesToEmitFile(codegen, os, nullptr, llvm_compat::kObjectFile), "[codegen] LLVM cannot emit object files for ",
              s.triple);
   codegen.run(m);
-  lap(timings ? &timings->codegen_ms : nullptr);
+  lap(timings ? &timings->codegen_ms : nullptr, nullptr);
   return std::string(buffer.data(), buffer.size());
 }
 

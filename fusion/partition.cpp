@@ -1015,6 +1015,13 @@ FusionResult Partitioner::run() {
     call->grain = std::max<int64_t>(1, cpu::kParallelGrain / std::max<int64_t>(work, 1));
     call->params = G.k.param_values();
     call->ir = G.k;
+    std::set<int> listed;
+    for (int m : G.members) {
+      const Node& src = g_.nodes[idx(m)];
+      const int v = src.kind == NodeKind::Mutate ? src.target : src.outputs.empty() ? -1 : src.outputs[0];
+      if (v >= 0 && listed.insert(v).second) call->sources += (call->sources.empty() ? "%" : " %") + std::to_string(v);
+    }
+    call->cost = estimate_cost(G.k);
     f.fused = call;
     ++res.kernels;
     emit(std::move(f));

@@ -3,6 +3,7 @@
 // to kernel IR (docs/fusion.md has the rules). The result is the same graph with each group
 // replaced by one Fused node; nodes it cannot fuse (matmul, conv, indexing, random ops...)
 // stay as they are and run through the eager kernels ("extern" nodes).
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,12 @@
 
 namespace kiln::fusion {
 
+// Runs of one kernel (shared by the plans that hold a kernel of the same name; jit::stats()).
+struct KernelCounters {
+  std::atomic<int64_t> calls{0};
+  std::atomic<int64_t> profiled_calls{0}, profiled_ns{0};  // runs while a profiler::Profile recorded
+};
+
 struct FusedCall {
   Kernel ir;                       // with the current values of its parameters
   std::vector<int> buffer_values;  // per kernel buffer: a value of the graph on its storage
@@ -20,7 +27,10 @@ struct FusedCall {
   int64_t grain = 1;               // fewest dims[0] items worth a thread
   std::string summary;             // the ops it was made of: "mul add relu mul tanh add"
   int group = -1;
+  std::string sources;              // values of the input graph its nodes define or write: "%5 %6 %9"
+  KernelCost cost;                 // estimate_cost(ir)
   std::shared_ptr<const CompiledKernel> code;  // set by compile_fused
+  std::shared_ptr<KernelCounters> counters = std::make_shared<KernelCounters>();
 };
 
 struct FusionOptions {

@@ -1,5 +1,7 @@
 #include "jit/backend.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -9,6 +11,7 @@
 #include <thread>
 
 #include "core/logging.h"
+#include "core/profiler.h"
 #include "fusion/partition.h"
 
 namespace kiln::jit {
@@ -43,13 +46,28 @@ std::string kernels_text(const Plan& plan) {
 std::shared_ptr<const Plan> native_plan(const Graph& g, const PlanRequest& r) {
   try {
     auto t0 = Clock::now();
+    profiler::Scope fusion_scope("fusion", profiler::Category::Jit);
     fusion::FusionResult fr = fusion::fuse(g, fusion::FusionOptions{r.dynamic});
+    // Kernel names carry their plan's label, as its dump files do: names in the profiler's
+    // trace, in jit::stats() and in <label>.kernels.txt are then the same, and unique.
+    if (!r.label.empty()) {
+      for (Node& n : fr.graph.nodes)
+        if (n.kind == NodeKind::Fused) n.fused->ir.name = r.label + "/" + n.fused->ir.name;
+      for (std::string& name : fr.group_names)
+        if (!name.empty()) name = r.label + "/" + name;
+    }
+    fusion_scope.close();
     const double fusion_ms = ms_since(t0);
     auto t1 = Clock::now();
     fusion::CodegenOptions co;
     co.keep_text = want_text(r);
+    profiler::Scope codegen_scope("codegen", profiler::Category::Jit);
     const int hits = fusion::compile_fused(fr.graph, co);
+    if (profiler::Event* e = codegen_scope.event())
+      e->detail = std::to_string(fr.kernels) + " kernel(s), " + std::to_string(hits) + " from the kernel cache";
+    codegen_scope.close();
     const double codegen_ms = ms_since(t1);
+    register_kernels(fr.graph, r.label);
     auto info = std::make_shared<Plan::Fusion>();
     info->unfused = g;
     info->group_of_node = fr.group_of_node;
@@ -58,6 +76,7 @@ std::shared_ptr<const Plan> native_plan(const Graph& g, const PlanRequest& r) {
     info->externs = fr.externs;
     auto plan = std::make_shared<Plan>(std::move(fr.graph));
     plan->set_fusion(info);
+    plan->set_label(r.label);
     update_stats([&](Stats& s) {
       s.fused_kernels += info->kernels;
       s.kernel_cache_hits += hits;
@@ -107,6 +126,7 @@ class AsyncCompiler {
 
  private:
   void loop() {
+    pthread_setname_np(pthread_self(), "kiln-compile");  // its track in profiler traces
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
@@ -135,14 +155,24 @@ AsyncCompiler& async_compiler() {
 
 }  // namespace
 
+namespace {
+std::shared_ptr<const Plan> interpreter_plan(Graph g, const std::string& label) {
+  auto p = std::make_shared<Plan>(std::move(g));
+  p->set_label(label);
+  return p;
+}
+}  // namespace
+
 std::shared_ptr<const Plan> make_plan(Graph optimized, const PlanRequest& request) {
   if (request.backend != Backend::Native || !fusion::codegen_available())
-    return std::make_shared<const Plan>(std::move(optimized));
+    return interpreter_plan(std::move(optimized), request.label);
   if (request.async) {
-    auto interp = std::make_shared<const Plan>(optimized);
+    auto interp = interpreter_plan(optimized, request.label);
     std::weak_ptr<const Plan> weak = interp;
     async_compiler().submit([weak, g = std::move(optimized), request] {
       if (weak.expired()) return;  // the entry is gone
+      profiler::Scope scope("async compile", profiler::Category::Jit);
+      if (profiler::Event* e = scope.event()) e->name += " " + request.label;
       auto native = native_plan(g, request);
       update_stats([](Stats& s) { ++s.async_compiles; });
       if (auto p = weak.lock(); p && native) {
@@ -153,7 +183,7 @@ std::shared_ptr<const Plan> make_plan(Graph optimized, const PlanRequest& reques
     return interp;
   }
   if (auto native = native_plan(optimized, request)) return native;
-  return std::make_shared<const Plan>(std::move(optimized));
+  return interpreter_plan(std::move(optimized), request.label);
 }
 
 void wait_for_compiles() { async_compiler().wait_idle(); }

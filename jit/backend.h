@@ -24,5 +24,8 @@ std::shared_ptr<const Plan> make_plan(Graph optimized, const PlanRequest& reques
 void dump_fusion(const std::string& base, const Plan& plan);
 // Defined in compile.cpp: updates the process-wide stats under their lock.
 void update_stats(const std::function<void(Stats&)>& f);
+// Defined in compile.cpp: lists the Fused nodes' kernels in Stats::kernels; a kernel whose
+// name is already listed takes over that entry's counters.
+void register_kernels(Graph& g, const std::string& plan);
 
 }  // namespace kiln::jit

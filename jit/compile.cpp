@@ -18,6 +18,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "core/logging.h"
+#include "core/profiler.h"
 #include "core/random.h"
 #include "core/shape.h"
 #include "fusion/partition.h"
@@ -43,6 +44,14 @@ struct Global {
   std::unordered_map<uint64_t, std::shared_ptr<const Plan>> graph_cache;
   std::atomic<uint64_t> epoch{1};  // reset() bumps it; functions then drop their entries
   std::atomic<int> next_function{0};
+  // Kernels of the plans built, by name (Stats::kernels); plans whose kernels share a name
+  // (the per-shape plans of a dynamic entry) share the counters.
+  struct Kernel {
+    KernelStats info;
+    std::shared_ptr<fusion::KernelCounters> counters;
+  };
+  std::vector<Kernel> kernels;
+  std::unordered_map<std::string, size_t> kernel_index;
 };
 Global& global() {
   static Global* g = new Global();  // leaked: compiled functions may outlive static destruction
@@ -59,6 +68,28 @@ void with_stats(F&& f) {
 }  // namespace
 
 void update_stats(const std::function<void(Stats&)>& f) { with_stats(f); }
+
+void register_kernels(Graph& g, const std::string& plan) {
+  Global& gl = global();
+  std::lock_guard<std::mutex> lock(gl.mu);
+  for (Node& n : g.nodes) {
+    if (n.kind != NodeKind::Fused) continue;
+    fusion::FusedCall& call = *n.fused;
+    auto [it, fresh] = gl.kernel_index.emplace(call.ir.name, gl.kernels.size());
+    if (!fresh) {
+      call.counters = gl.kernels[it->second].counters;
+      continue;
+    }
+    KernelStats k;
+    k.name = call.ir.name;
+    k.plan = plan;
+    k.ops = call.summary;
+    k.values = call.sources;
+    k.bytes = call.cost.bytes;
+    k.flops = call.cost.flops;
+    gl.kernels.push_back({std::move(k), call.counters});
+  }
+}
 
 namespace {
 
@@ -159,13 +190,27 @@ std::string Stats::str() const {
   for (const auto& r : recompiles) os << "  recompile " << r.function << ": " << r.reason << "\n";
   for (const auto& r : graph_breaks) os << "  break " << r.function << ": " << r.reason << "\n";
   for (const auto& r : fallbacks) os << "  fallback " << r.function << ": " << r.reason << "\n";
+  for (const KernelStats& k : kernels) {
+    os << "  kernel " << k.name << " [" << k.ops << "]: " << k.calls << " call(s)";
+    if (k.profiled_calls) os << ", " << k.profiled_calls << " profiled in " << k.profiled_ms << " ms";
+    os << "\n";
+  }
   return os.str();
 }
 
 Stats stats() {
   Global& g = global();
   std::lock_guard<std::mutex> lock(g.mu);
-  return g.stats;
+  Stats s = g.stats;
+  s.kernels.reserve(g.kernels.size());
+  for (const Global::Kernel& k : g.kernels) {
+    KernelStats ks = k.info;
+    ks.calls = k.counters->calls.load(std::memory_order_relaxed);
+    ks.profiled_calls = k.counters->profiled_calls.load(std::memory_order_relaxed);
+    ks.profiled_ms = static_cast<double>(k.counters->profiled_ns.load(std::memory_order_relaxed)) / 1e6;
+    s.kernels.push_back(std::move(ks));
+  }
+  return s;
 }
 
 void reset() {
@@ -173,6 +218,8 @@ void reset() {
   std::lock_guard<std::mutex> lock(g.mu);
   g.stats = Stats{};
   g.graph_cache.clear();
+  g.kernels.clear();
+  g.kernel_index.clear();
   g.epoch.fetch_add(1);
 }
 
@@ -556,6 +603,8 @@ std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t
       return it->second;
     }
   }
+  profiler::Scope scope("compile", profiler::Category::Jit);
+  if (profiler::Event* e = scope.event()) e->name += " " + label;
   auto t0 = Clock::now();
   PassDumpHook hook;
   if (logging::enabled(logging::Category::graph))
@@ -985,6 +1034,8 @@ void capture(Tracer& tracer, const std::function<void()>& body, const std::funct
 
 void traced_call(Function& fn, const CallArgs& args, bool result_replayable,
                  const std::function<void(TensorList& outs, std::vector<int64_t>& layout)>& body) {
+  profiler::Scope scope("capture", profiler::Category::Jit);  // the call under capture, segments run included
+  if (profiler::Event* e = scope.event()) e->name += " " + fn.opts.name;
   fn.sync_epoch();
   Function::CallState cs;
   cs.args = &args;
@@ -1012,6 +1063,13 @@ void traced_call(Function& fn, const CallArgs& args, bool result_replayable,
 }
 
 bool try_replay(Function& fn, const CallArgs& args, TensorList& outs, std::vector<int64_t>& layout) {
+  if (profiler::enabled()) [[unlikely]] {
+    profiler::Scope scope("replay", profiler::Category::Run);
+    if (profiler::Event* e = scope.event()) e->name += " " + fn.opts.name;
+    const bool replayed = fn.try_replay(args, outs, layout);
+    if (profiler::Event* e = scope.event(); e && !replayed) e->detail = "not replayed (no replay yet, or a guard failed): traced";
+    return replayed;
+  }
   return fn.try_replay(args, outs, layout);
 }
 

@@ -58,6 +58,21 @@ struct RecompileEvent {
   std::string function;
   std::string reason;  // "input[0].sizes[0]: 64 -> 32 (now dynamic)"
 };
+// A fused kernel of the plans built so far. `name` ("<plan>/k<group>_<first op>") is the name
+// the profiler's trace gives its runs and the one KILN_DUMP_DIR/<plan>.kernels.txt lists its code
+// under; <plan>.graph.txt ("after passes") has the values it computes (docs/profiling.md).
+struct KernelStats {
+  std::string name;
+  std::string plan;     // "<function>.<entry>": the prefix of its dump files
+  std::string ops;      // the ops it fused, in order: "mul add relu"
+  std::string values;   // the values of the graph after passes its ops define: "%5 %6 %9"
+  int64_t calls = 0;    // runs (plans holding a kernel of this name count together)
+  int64_t profiled_calls = 0;  // runs while a profiler::Profile recorded ...
+  double profiled_ms = 0;      // ... and their time
+  int64_t bytes = 0;    // moved per run (estimate; fusion::estimate_cost)
+  double flops = 0;     // per run (estimate)
+};
+
 struct Stats {
   int64_t calls = 0;        // calls of compiled functions
   int64_t captures = 0;     // calls that ran f under capture (trace mode)
@@ -78,6 +93,7 @@ struct Stats {
   int64_t codegen_fallbacks = 0;  // graphs run on the interpreter because fusion/codegen failed
   int64_t async_compiles = 0;     // plans compiled in the background (options.async)
   double fusion_ms = 0, codegen_ms = 0;
+  std::vector<KernelStats> kernels;  // in the order their plans were built
   std::string str() const;
 };
 Stats stats();

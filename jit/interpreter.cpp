@@ -2,6 +2,7 @@
 
 #include "autograd/grad_mode.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "fusion/partition.h"
 #include "jit/tracer.h"
 
@@ -136,7 +137,9 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
     return t;
   };
 
-  auto run_node = [&](size_t i, const Node& n, const Attrs& node_attrs) {
+  // Profiling: a Node event per node that runs a kernel, holding an Extern or Kernel event (the
+  // end of a flow arrow `flow` from the node); off, `flow` is 0 and costs a predictable branch.
+  auto run_node = [&](size_t i, const Node& n, const Attrs& node_attrs, int64_t flow) {
     const Attrs* attrs = &node_attrs;
     switch (n.kind) {
       case NodeKind::Input: {
@@ -162,7 +165,17 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
           outs.push_back(vals[static_cast<size_t>(v)]);
         }
         Device dev = outs.empty() ? Device(kCPU) : outs[0].device();
-        kernel_of(*n.op, dev)(*n.op, ins, outs, *attrs);
+        if (flow) [[unlikely]] {
+          profiler::Scope ext(n.op->name, profiler::Category::Extern);
+          if (profiler::Event* e = ext.event()) {
+            profiler::detail::describe_inputs(*e, ins);
+            profiler::detail::add_written(*e, outs);
+            e->flow_in = flow;
+          }
+          kernel_of(*n.op, dev)(*n.op, ins, outs, *attrs);
+        } else {
+          kernel_of(*n.op, dev)(*n.op, ins, outs, *attrs);
+        }
         if (snapshots)
           for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].clone();
         break;
@@ -172,7 +185,25 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
         std::vector<char*>& ptrs = ws->ptrs;
         ptrs.clear();
         for (int v : call.buffer_values) ptrs.push_back(static_cast<char*>(storage_for(g.value(v).storage)->data()));
-        fusion::run_fused(call, ptrs.data());
+        call.counters->calls.fetch_add(1, std::memory_order_relaxed);
+        if (flow) [[unlikely]] {
+          profiler::Scope kernel(call.ir.name, profiler::Category::Kernel);
+          if (profiler::Event* e = kernel.event()) {
+            e->detail = call.summary;
+            e->bytes = call.cost.bytes;
+            e->flops = call.cost.flops;
+            e->flow_in = flow;
+            e->args.emplace_back("values", call.sources);
+            if (!label_.empty()) e->args.emplace_back("dump", label_ + ".kernels.txt");
+          }
+          fusion::run_fused(call, ptrs.data());
+          if (const int64_t ns = kernel.close()) {
+            call.counters->profiled_calls.fetch_add(1, std::memory_order_relaxed);
+            call.counters->profiled_ns.fetch_add(ns, std::memory_order_relaxed);
+          }
+        } else {
+          fusion::run_fused(call, ptrs.data());
+        }
         if (snapshots)
           for (int v : n.outputs) (*snapshots)[static_cast<size_t>(v)] = tensor(v).clone();
         break;
@@ -181,23 +212,58 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
         Tensor& target = tensor(n.target);
         TensorList& ins = gather(n.inputs);
         KernelFn k = kernel_of(*n.op, target.device());
-        if (direct_[i]) {
-          TensorList outs{target};
-          k(*n.op, ins, outs, *attrs);
+        auto write = [&] {
+          if (direct_[i]) {
+            TensorList outs{target};
+            k(*n.op, ins, outs, *attrs);
+          } else {
+            // Same as eager's out= path: compute into a temporary, then cast-copy into place.
+            Tensor tmp = empty(target.sizes(), n.result, target.device());
+            TensorList outs{tmp};
+            k(*n.op, ins, outs, *attrs);
+            const OpDef& copy = KILN_ROW("copy");
+            TensorList dst{target};
+            kernel_of(copy, target.device())(copy, {tmp}, dst, Attrs{target.dtype()});
+          }
+        };
+        if (flow) [[unlikely]] {
+          profiler::Scope ext(n.op->name, profiler::Category::Extern);
+          if (profiler::Event* e = ext.event()) {
+            e->name += "_";
+            profiler::detail::describe_inputs(*e, ins);
+            profiler::detail::add_written(*e, target);
+            e->flow_in = flow;
+          }
+          write();
         } else {
-          // Same as eager's out= path: compute into a temporary, then cast-copy into place.
-          Tensor tmp = empty(target.sizes(), n.result, target.device());
-          TensorList outs{tmp};
-          k(*n.op, ins, outs, *attrs);
-          const OpDef& copy = KILN_ROW("copy");
-          TensorList dst{target};
-          kernel_of(copy, target.device())(copy, {tmp}, dst, Attrs{target.dtype()});
+          write();
         }
         break;
       }
-        }
+    }
   };
 
+  profiler::Scope run_scope(label_.empty() ? std::string_view("graph") : std::string_view(label_), profiler::Category::Run);
+  const bool prof = run_scope.active();
+  if (prof) [[unlikely]]
+    run_scope.event()->detail = fusion_ ? "native plan" : "interpreter plan";
+  auto run_node_profiled = [&](size_t i, const Node& n, const Attrs& node_attrs) {
+    if (n.kind != NodeKind::Op && n.kind != NodeKind::Mutate && n.kind != NodeKind::Fused) return run_node(i, n, node_attrs, 0);
+    profiler::Scope node(n.kind == NodeKind::Fused ? std::string_view("fused") : std::string_view(n.op->name),
+                         profiler::Category::Node);
+    int64_t flow = 0;
+    if (profiler::Event* e = node.event()) {
+      if (n.kind == NodeKind::Mutate) e->name += "_";
+      std::call_once(node_text_once_, [&] {
+        node_text_.resize(g.nodes.size());
+        for (size_t k = 0; k < g.nodes.size(); ++k) node_text_[k] = g.node_str(k);
+      });
+      e->detail = node_text_[i];
+      e->args.emplace_back("node", std::to_string(i));
+      flow = e->flow_out = profiler::detail::new_flow_id();
+    }
+    run_node(i, n, node_attrs, flow);
+  };
   if (snapshots) snapshots->assign(g.values.size(), Tensor());
   size_t next_rng = 0;
   Attrs rng_attrs;  // a node's attributes with those bound at run time
@@ -224,7 +290,10 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
       attrs = &rng_attrs;
     }
     try {
-      run_node(i, n, *attrs);
+      if (prof) [[unlikely]]
+        run_node_profiled(i, n, *attrs);
+      else
+        run_node(i, n, *attrs, 0);
     } catch (const Error& e) {
       throw Error(std::string(e.what()) + "\n  (while running compiled node: " + g.node_str(i) + ")");
     } catch (const std::exception& e) {

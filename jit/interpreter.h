@@ -32,6 +32,9 @@ class Plan {
   };
   const Fusion* fusion() const { return fusion_.get(); }
   void set_fusion(std::shared_ptr<const Fusion> f) { fusion_ = std::move(f); }
+  // "<function>.<entry>": names its runs in profiler traces (empty: "graph").
+  const std::string& label() const { return label_; }
+  void set_label(std::string label) { label_ = std::move(label); }
   // Later runs go to `better` (a fused plan of the same graph compiled in the background).
   // Set once; every run checks a plain atomic pointer (no shared_ptr traffic on the hot path).
   void upgrade(std::shared_ptr<const Plan> better) const {
@@ -73,6 +76,10 @@ class Plan {
   std::vector<char> direct_;
   std::vector<std::pair<int, int>> rng_attr_;  // per node: indices of its seed/offset attrs, or -1  // per node: a Mutate can write its target without a temporary
   std::shared_ptr<const Fusion> fusion_;
+  std::string label_;
+  // Each node's IR line, for the profiler's node events (made on the first profiled run).
+  mutable std::once_flag node_text_once_;
+  mutable std::vector<std::string> node_text_;
   mutable std::shared_ptr<const Plan> upgrade_owner_;  // keeps upgrade_ alive; written once
   mutable std::atomic<const Plan*> upgrade_{nullptr};
   mutable std::mutex pool_mutex_;

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "core/shape.h"
 
 namespace kiln::jit {
@@ -524,6 +525,7 @@ BufferPlan plan_buffers(const Graph& g) {
 Graph run_pipeline(Graph g, const PassPipeline& which, const PassDumpHook& dump) {
   auto stage = [&](bool on, std::string_view name, Graph (*pass)(Graph)) {
     if (!on) return;
+    profiler::Scope scope(name, profiler::Category::Jit);
     g = pass(std::move(g));
     g.verify();
     if (dump) dump(name, g);

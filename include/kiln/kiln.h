@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "core/op.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 #include "core/scalar.h"
 #include "core/shape.h"

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "kernels/cpu/parallel.h"
 
 namespace kiln::cpu {
@@ -172,9 +173,7 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, MatRef A, MatRef B, T* C, int
   });
 }
 
-}  // namespace
-
-void gemm(DType dt, int64_t M, int64_t N, int64_t K, MatRef A, MatRef B, void* C, int64_t ldc, bool accumulate) {
+void gemm_any(DType dt, int64_t M, int64_t N, int64_t K, MatRef A, MatRef B, void* C, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate) {
@@ -198,6 +197,29 @@ void gemm(DType dt, int64_t M, int64_t N, int64_t K, MatRef A, MatRef B, void* C
     case DType::UInt8: return gemm_blocked<uint8_t>(M, N, K, A, B, static_cast<uint8_t*>(C), ldc, accumulate);
     default: KILN_FAIL("[gemm] unsupported dtype ", dt);
   }
+}
+
+// A BLAS event: 2*M*N*K flops; bytes = A, B and C once (C twice when accumulating).
+void profiled_gemm(DType dt, int64_t M, int64_t N, int64_t K, MatRef A, MatRef B, void* C, int64_t ldc, bool accumulate) {
+  profiler::Scope scope(dt == DType::Float32 ? "sgemm" : "gemm", profiler::Category::Blas);
+  if (profiler::Event* e = scope.event()) {
+    e->dtype = std::string(dtype_name(dt));
+    e->device = "cpu";
+    e->shapes = "[[" + std::to_string(M) + ", " + std::to_string(K) + "], [" + std::to_string(K) + ", " +
+                std::to_string(N) + "]]";
+    const double isz = static_cast<double>(itemsize(dt));
+    e->bytes = static_cast<int64_t>(isz * static_cast<double>(M * K + K * N + M * N * (accumulate ? 2 : 1)));
+    e->flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  }
+  gemm_any(dt, M, N, K, A, B, C, ldc, accumulate);
+}
+
+}  // namespace
+
+void gemm(DType dt, int64_t M, int64_t N, int64_t K, MatRef A, MatRef B, void* C, int64_t ldc, bool accumulate) {
+  if (profiler::enabled()) [[unlikely]]
+    return profiled_gemm(dt, M, N, K, A, B, C, ldc, accumulate);
+  gemm_any(dt, M, N, K, A, B, C, ldc, accumulate);
 }
 
 void matmul_batched(const Tensor& a, const Tensor& b, const Tensor& out_t, bool accumulate) {
