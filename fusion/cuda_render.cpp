@@ -16,11 +16,11 @@
 //
 // Pointwise (no reduced dims): a grid-stride loop over the flattened iteration space; the loop
 // counter is split into the dims' indices, every value is computed, then every store is done.
-// When the innermost dim of every access has stride 0 or 1 (constants), a vector fast path runs
-// V lanes per item with one 128-bit load/store per contiguous access (V = 16 bytes / widest
-// element, at most 8): a uniform runtime check (base pointers aligned, parameter offsets and
-// strides multiples of V) picks it, rows are cut into V-element chunks plus a scalar tail, and
-// everything else runs the scalar loop.
+// When the innermost dim of every access has stride 0 or 1 (constants), each row is cut into
+// V-element chunks, each one 128-bit load/store per contiguous access with V lanes of arithmetic
+// (V = 16 bytes / widest element, at most 8), and the rest of the row runs one point at a time.
+// A uniform runtime check (base pointers aligned, parameter offsets and strides multiples of V)
+// sets the chunk count; when it fails there are no chunks and the scalar loop does everything.
 //
 // Reductions (num_outer < dims): each outer point is owned by one thread, one warp or one block
 // (CudaStrategy). Per stage its threads fold their share of the reduced points into register
@@ -893,20 +893,19 @@ __device__ __forceinline__ float kiln_nan_f() { return __uint_as_float(0x7fc0000
 __device__ __forceinline__ double kiln_inf_d() { return __longlong_as_double(0x7ff0000000000000LL); }
 __device__ __forceinline__ double kiln_nan_d() { return __longlong_as_double(0x7ff8000000000000LL); }
 
-// float16 / bfloat16 <-> float, bit-exact copies of core/half.h (round to nearest even).
+// float16 <-> float: the hardware conversions (one instruction each; round to nearest even, as
+// core/half.h; a NaN becomes the canonical 0x7fff where core/half.h keeps the sign: 0x7e00).
 __device__ __forceinline__ float kiln_f16_to_f32(unsigned short h) {
-  const unsigned x = h, sign = (x & 0x8000u) << 16, e = (x >> 10) & 0x1fu, m = x & 0x3ffu;
-  if (e == 0) return __uint_as_float(__float_as_uint((float)m * 5.9604644775390625e-8f) | sign);
-  if (e == 31) return __uint_as_float(sign | 0x7f800000u | (m << 13));
-  return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
 }
 __device__ __forceinline__ unsigned short kiln_f32_to_f16(float f) {
-  const unsigned x = __float_as_uint(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-  if (ax >= 0x7f800000u) return (unsigned short)(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
-  if (ax >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);
-  if (ax < 0x38800000u) return (unsigned short)(sign | (unsigned)rintf(__uint_as_float(ax) * 16777216.0f));
-  return (unsigned short)(sign | ((ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13));
+  unsigned short h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
 }
+// bfloat16 <-> float: bit-exact copies of core/half.h.
 __device__ __forceinline__ float kiln_bf16_to_f32(unsigned short h) { return __uint_as_float((unsigned)h << 16); }
 __device__ __forceinline__ unsigned short kiln_f32_to_bf16(float f) {
   const unsigned x = __float_as_uint(f);

@@ -32,7 +32,7 @@ struct CudaKernel {
   int block_size = 256;     // threads per block to launch with (also its __launch_bounds__)
 };
 
-// Device helpers the kernels use (vector type, float16/bfloat16 bit conversions, saturating
+// Device helpers the kernels use (vector type, float16/bfloat16 conversions, saturating
 // float-to-integer casts, wrapping integer arithmetic, warp reductions). No #include: NVRTC
 // needs no include path.
 const std::string& cuda_preamble();

@@ -418,6 +418,9 @@ std::vector<Kernel> reduce_op_kernels() {
         default: out.push_back(reduction_kernel(op, t, t == kFloat32 ? kFloat64 : acc, 1, 5000, false, false));  // one row
       }
     }
+  // Rows of no points: every output is the fold's identity.
+  out.push_back(reduction_kernel(ReduceOp::Max, kFloat32, kFloat32, 5, 0, false, false));
+  out.push_back(reduction_kernel(ReduceOp::Prod, kInt64, kInt64, 5, 0, true, false));
   return out;
 }
 
@@ -479,7 +482,10 @@ class KernelFuzzer {
         full.push_back(as_int(strides[d]));
         outer.push_back(d < no_ ? as_int(strides[d]) : KB::c(0));
       }
-      const bool inplace = !reduce && i == 0 && chance(0.2);
+      // In place only through a layout that visits each element once (no broadcast dim).
+      bool bijective = true;
+      for (size_t d = 0; d < nd_; ++d) bijective &= strides[d] != 0 || sizes[d] == 1;
+      const bool inplace = !reduce && i == 0 && bijective && chance(0.2);
       const int b = kb.buffer(t, true, inplace);
       inputs_.push_back({b, kb.index(as_int(offset), full), kb.index(as_int(offset), outer)});
     }
@@ -805,6 +811,14 @@ TEST_F(CudaCodegen, ReductionStrategiesAndTheirSynchronisation) {
   EXPECT_EQ(fusion::cuda_launch_config(ks[0], r.kernels[0], ks[0].param_values(), 132).grid, 1u);
   EXPECT_EQ(fusion::cuda_launch_config(ks[2], r.kernels[2], ks[2].param_values(), 132).block, 256u);
   EXPECT_EQ(fusion::cuda_launch_config(ks[4], r.kernels[4], ks[4].param_values(), 132).grid, 6u);
+  // Nothing to do: no launch.
+  const Kernel empty = pointwise(kFloat32, {0, 8}, {8, 1});
+  EXPECT_EQ(fusion::cuda_launch_config(empty, fusion::render_cuda(empty), {}, 132).grid, 0u);
+  // A big pointwise kernel: a few waves of blocks, the grid-stride loop does the rest.
+  const Kernel big = pointwise(kFloat32, {1 << 26}, {1});
+  const fusion::CudaLaunch l = fusion::cuda_launch_config(big, fusion::render_cuda(big), {}, 132);
+  EXPECT_EQ(l.block, 256u);
+  EXPECT_EQ(l.grid, 132u * 32u);
 }
 
 TEST_F(CudaCodegen, SymbolsFollowTheKeyAndIdenticalKernelsCompileOnce) {
