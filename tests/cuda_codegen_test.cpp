@@ -396,7 +396,12 @@ Kernel reduction_kernel(ReduceOp op, DType t, DType acc_t, int64_t outer, int64_
   int x = kb.buffer(t, true, false), y = kb.buffer(t, false, true);
   int ix = column ? kb.index(KB::c(0), {KB::c(1), KB::c(outer)}) : kb.index(KB::c(0), {r, KB::c(1)});
   int iy = kb.index(KB::c(0), {KB::c(1), KB::c(0)});
-  int a = kb.acc(op, acc_t, kb.load(x, ix), 0);
+  int v = kb.load(x, ix);
+  // Float products of factors near 1: a long product of raw values underflows to 0 at a point
+  // that depends on the order, and 0 * inf is then NaN on one device and inf on the other.
+  if (is_floating_point(t) && op == ReduceOp::Prod)
+    v = kb.op(ExprOp::Add, t, kb.constant(t, 1), kb.op(ExprOp::Mul, t, v, kb.constant(t, 0.015625)));
+  int a = kb.acc(op, acc_t, v, 0);
   kb.store(y, iy, kb.cast(t, kb.acc_value(a)));
   return kb.k;
 }
@@ -917,18 +922,16 @@ TEST_F(CudaCodegen, NvrtcReportsErrorsWarningsAndUnsupportedArchs) {
 
 // ---- on a GPU: the kernels against the CPU kernels ---------------------------------------------------
 
-// Elements of buffer b that kernel k may touch (largest address + 1) for parameter values `p`.
+// Elements of buffer b that kernel k may touch (largest address + 1, or more) for parameter
+// values `p`. A store at the outer point happens even when a reduced dim is empty.
 int64_t extent(const Kernel& k, int b, const std::vector<int64_t>& p) {
   auto value = [&](const fusion::Int& v) { return v.is_const() ? v.value : p.at(static_cast<size_t>(v.param)); };
   int64_t hi = 0;
   auto note = [&](int index) {
     const fusion::Index& ix = k.indices[static_cast<size_t>(index)];
     int64_t at = value(ix.offset);
-    for (size_t d = 0; d < k.dims.size(); ++d) {
-      const int64_t n = value(k.dims[d]);
-      if (n == 0) return;
-      at += std::max<int64_t>(0, value(ix.strides[d]) * (n - 1));
-    }
+    for (size_t d = 0; d < k.dims.size(); ++d)
+      at += std::max<int64_t>(0, value(ix.strides[d]) * (value(k.dims[d]) - 1));
     hi = std::max(hi, at + 1);
   };
   for (const fusion::Expr& e : k.exprs)
