@@ -11,8 +11,6 @@
 #include <mutex>
 #include <vector>
 
-#include "core/logging.h"
-
 namespace kiln::cuda {
 namespace {
 
@@ -85,7 +83,6 @@ Driver& load() {
     }
     d->context.assign(d->device.size(), nullptr);
     if (d->devices == 0) d->error = "the CUDA driver sees no device";
-    KILN_LOG(perf, "cuda: driver loaded, {} device(s)", d->devices);
     return d;
   }();
   return *driver;

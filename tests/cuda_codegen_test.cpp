@@ -25,6 +25,7 @@
 #include <functional>
 #include <future>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -95,7 +96,8 @@ using KB = kiln::testing::KernelBuilder;
 
 constexpr int kArchs[] = {80, 90};
 
-// A private cache directory per test; KILN_DUMP_DIR off unless a test sets it.
+// A private cache directory per test (every compile runs NVRTC). KILN_DUMP_DIR is left as the
+// caller set it (`KILN_DUMP_DIR=d test_cuda_codegen` writes every translation unit and its PTX).
 class CudaCodegen : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -104,14 +106,19 @@ class CudaCodegen : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     setenv("KILN_CACHE_DIR", dir_.c_str(), 1);
-    unsetenv("KILN_DUMP_DIR");
+    const char* dump = std::getenv("KILN_DUMP_DIR");
+    dump_ = dump ? std::optional<std::string>(dump) : std::nullopt;
   }
   void TearDown() override {
     unsetenv("KILN_CACHE_DIR");
-    unsetenv("KILN_DUMP_DIR");
+    if (dump_)
+      setenv("KILN_DUMP_DIR", dump_->c_str(), 1);
+    else
+      unsetenv("KILN_DUMP_DIR");
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   std::string dir_;
+  std::optional<std::string> dump_;
 };
 
 size_t count(const std::string& text, const std::string& what) {
