@@ -153,14 +153,12 @@ AsyncCompiler& async_compiler() {
   return c;
 }
 
-}  // namespace
-
-namespace {
 std::shared_ptr<const Plan> interpreter_plan(Graph g, const std::string& label) {
   auto p = std::make_shared<Plan>(std::move(g));
   p->set_label(label);
   return p;
 }
+
 }  // namespace
 
 std::shared_ptr<const Plan> make_plan(Graph optimized, const PlanRequest& request) {
