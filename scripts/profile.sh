@@ -4,6 +4,7 @@
 # kiln_dump/. Usage: bash scripts/profile.sh [--steps N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
