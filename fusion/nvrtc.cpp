@@ -29,6 +29,7 @@ std::vector<std::string> nvrtc_options(int arch) {
 #include <unordered_map>
 
 #include "core/logging.h"
+#include "core/profiler.h"
 #include "fusion/codegen.h"
 
 #ifndef KILN_NVRTC_SONAME
@@ -319,6 +320,8 @@ std::shared_ptr<const CudaBinary> nvrtc_compile(const std::string& source, int a
   const std::string file_key = key + "\n" + source;
   bool hit = false, rejected = false;
   if (!path.empty()) {
+    profiler::Scope load_scope("cache load", profiler::Category::Jit);
+    if (profiler::Event* e = load_scope.event()) e->detail = path;
     switch (read_cache_file(path, file_key, bin.get())) {
       case DiskRead::Hit: hit = true; break;
       case DiskRead::Rejected:
@@ -335,6 +338,8 @@ std::shared_ptr<const CudaBinary> nvrtc_compile(const std::string& source, int a
   if (hit) {
     bin->from_disk = true;
   } else {
+    profiler::Scope compile_scope("nvrtc compile", profiler::Category::Jit);
+    if (profiler::Event* e = compile_scope.event()) e->detail = options.name + " sm_" + std::to_string(arch);
     compile(n, source, arch, options.name, bin.get());
     wrote = !path.empty() && write_cache_file(path, file_key, *bin);
   }

@@ -32,6 +32,7 @@
 
 #include "core/cuda_driver.h"
 #include "fusion/codegen.h"
+#include "core/profiler.h"
 #include "fusion/nvrtc.h"
 #include "kiln/kiln.h"
 #include "test_util.h"
@@ -883,7 +884,16 @@ TEST_F(CudaCodegen, NvrtcCachesInMemoryAndOnDiskAndDumps) {
   auto again = fusion::nvrtc_compile(src, 90, {.name = "cache_probe"});
   EXPECT_EQ(again.get(), first.get()) << "memory cache";
   fusion::nvrtc_clear_memory_cache();
-  auto disk = fusion::nvrtc_compile(src, 90, {.name = "cache_probe"});
+  std::shared_ptr<const fusion::CudaBinary> disk;
+  {
+    // The profiler sees the disk cache load as a JIT phase (and "nvrtc compile" on a miss).
+    profiler::Profile prof;
+    disk = fusion::nvrtc_compile(src, 90, {.name = "cache_probe"});
+    bool loaded = false;
+    for (const profiler::Event& e : prof.events())
+      loaded |= e.name == "cache load" && e.category == profiler::Category::Jit;
+    EXPECT_TRUE(loaded);
+  }
   EXPECT_TRUE(disk->from_disk);
   EXPECT_EQ(disk->cubin, first->cubin);
   EXPECT_EQ(disk->ptx, first->ptx);
@@ -901,7 +911,15 @@ TEST_F(CudaCodegen, NvrtcCachesInMemoryAndOnDiskAndDumps) {
     f.put('\x7f');
   }
   fusion::nvrtc_clear_memory_cache();
-  auto rebuilt = fusion::nvrtc_compile(src, 90, {.name = "cache_probe"});
+  std::shared_ptr<const fusion::CudaBinary> rebuilt;
+  {
+    profiler::Profile prof;
+    rebuilt = fusion::nvrtc_compile(src, 90, {.name = "cache_probe"});
+    bool compiled = false;
+    for (const profiler::Event& e : prof.events())
+      compiled |= e.name == "nvrtc compile" && e.detail == "cache_probe sm_90";
+    EXPECT_TRUE(compiled);
+  }
   EXPECT_FALSE(rebuilt->from_disk);
   EXPECT_EQ(rebuilt->cubin, first->cubin);
   EXPECT_GE(fusion::nvrtc_cache_stats().disk_rejected - s0.disk_rejected, 1);
