@@ -131,17 +131,24 @@ class Em {
 
 // ---- Float32: the algorithms of kernels/scalar_math.h, operation for operation ------------
 
-Value* exp_f32(Em& e, Value* x) {
+// exp's reduction and polynomial, as kernels/scalar_math.h's exp_reduce_f32: {p, n} with
+// exp(x) = 2^n * p.
+std::pair<Value*, Value*> exp_reduce_f32(Em& e, Value* x) {
   const double kLog2e = 1.44269504088896341f;
   const double kLn2Hi = 0.693145751953125f;
   const double kLn2Lo = 1.42860682030941723212e-6f;
+  auto [n, ni] = e.round_int(e.mul(x, e.c(kLog2e)));
+  Value* r = e.fma(e.neg(n), e.c(kLn2Hi), x);
+  r = e.fma(e.neg(n), e.c(kLn2Lo), r);
+  Value* p = e.horner(r, {1.0, 1.0, 0.5, 1.0f / 6.0f, 1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f});
+  return {p, ni};
+}
+
+Value* exp_f32(Em& e, Value* x) {
   const double kHi = 88.72283935546875f;
   const double kLo = -104.0f;  // exp(-104) rounds to +0
   Value* xc = e.sel(e.gt(x, e.c(kHi)), e.c(kHi), e.sel(e.lt(x, e.c(kLo)), e.c(kLo), x));
-  auto [n, ni] = e.round_int(e.mul(xc, e.c(kLog2e)));
-  Value* r = e.fma(e.neg(n), e.c(kLn2Hi), xc);
-  r = e.fma(e.neg(n), e.c(kLn2Lo), r);
-  Value* p = e.horner(r, {1.0, 1.0, 0.5, 1.0f / 6.0f, 1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f});
+  auto [p, ni] = exp_reduce_f32(e, xc);
   // 2^n as two factors so that subnormal results are rounded once.
   Value* n1 = e.ashr(ni, 1);
   Value* n2 = e.isub(ni, n1);
@@ -177,13 +184,7 @@ Value* log_f32(Em& e, Value* x) {
 // exp_f32, so the same results, without the clamps and the two-factor scaling that only the
 // overflow and subnormal ranges need.
 Value* exp_f32_moderate(Em& e, Value* x) {
-  const double kLog2e = 1.44269504088896341f;
-  const double kLn2Hi = 0.693145751953125f;
-  const double kLn2Lo = 1.42860682030941723212e-6f;
-  auto [n, ni] = e.round_int(e.mul(x, e.c(kLog2e)));
-  Value* r = e.fma(e.neg(n), e.c(kLn2Hi), x);
-  r = e.fma(e.neg(n), e.c(kLn2Lo), r);
-  Value* p = e.horner(r, {1.0, 1.0, 0.5, 1.0f / 6.0f, 1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f});
+  auto [p, ni] = exp_reduce_f32(e, x);
   return e.mul(p, e.pow2(ni));
 }
 

@@ -15,17 +15,20 @@
 namespace kiln::math {
 
 // Always inlined: an out-of-line call per element would block vectorisation.
-[[gnu::always_inline]] inline float exp_f32(float x) {
+// exp's reduction and polynomial: x = n ln2 + r (Cody-Waite), exp(x) = 2^n * p(r). Shared by
+// exp_f32 and tanh's exp_f32_moderate, so both give the same bits.
+struct ExpReducedF32 {
+  float p;
+  int32_t n;
+};
+[[gnu::always_inline]] inline ExpReducedF32 exp_reduce_f32(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693145751953125f;
   constexpr float kLn2Lo = 1.42860682030941723212e-6f;
-  constexpr float kHi = 88.72283935546875f;
-  constexpr float kLo = -104.0f;  // exp(-104) rounds to +0, so clamping there needs no select
-  float xc = x > kHi ? kHi : (x < kLo ? kLo : x);
-  float n = __builtin_nearbyintf(xc * kLog2e);
+  float n = __builtin_nearbyintf(x * kLog2e);
   // Explicit FMAs: -std=c++20 turns off FP contraction, and the polynomial needs them for speed
   // and accuracy.
-  float r = __builtin_fmaf(-n, kLn2Hi, xc);
+  float r = __builtin_fmaf(-n, kLn2Hi, x);
   r = __builtin_fmaf(-n, kLn2Lo, r);
   float p = 1.0f / 5040.0f;
   p = __builtin_fmaf(p, r, 1.0f / 720.0f);
@@ -35,8 +38,16 @@ namespace kiln::math {
   p = __builtin_fmaf(p, r, 0.5f);
   p = __builtin_fmaf(p, r, 1.0f);
   p = __builtin_fmaf(p, r, 1.0f);
+  return {p, static_cast<int32_t>(n)};
+}
+
+// Always inlined: an out-of-line call per element would block vectorisation.
+[[gnu::always_inline]] inline float exp_f32(float x) {
+  constexpr float kHi = 88.72283935546875f;
+  constexpr float kLo = -104.0f;  // exp(-104) rounds to +0, so clamping there needs no select
+  float xc = x > kHi ? kHi : (x < kLo ? kLo : x);
+  auto [p, ni] = exp_reduce_f32(xc);
   // 2^n as two factors so that results in the subnormal range stay exact.
-  int32_t ni = static_cast<int32_t>(n);
   int32_t n1 = ni >> 1;
   int32_t n2 = ni - n1;
   float s1 = std::bit_cast<float>((n1 + 127) << 23);
@@ -87,21 +98,7 @@ template <class... C>
 // exp(x) for x in [0, 20] (and NaN), for tanh: exp_f32's reduction and polynomial (so its
 // results) without the clamps and the two-factor scaling only overflow and subnormals need.
 [[gnu::always_inline]] inline float exp_f32_moderate(float x) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693145751953125f;
-  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
-  float n = __builtin_nearbyintf(x * kLog2e);
-  float r = __builtin_fmaf(-n, kLn2Hi, x);
-  r = __builtin_fmaf(-n, kLn2Lo, r);
-  float p = 1.0f / 5040.0f;
-  p = __builtin_fmaf(p, r, 1.0f / 720.0f);
-  p = __builtin_fmaf(p, r, 1.0f / 120.0f);
-  p = __builtin_fmaf(p, r, 1.0f / 24.0f);
-  p = __builtin_fmaf(p, r, 1.0f / 6.0f);
-  p = __builtin_fmaf(p, r, 0.5f);
-  p = __builtin_fmaf(p, r, 1.0f);
-  p = __builtin_fmaf(p, r, 1.0f);
-  int32_t ni = static_cast<int32_t>(n);
+  auto [p, ni] = exp_reduce_f32(x);
   return p * std::bit_cast<float>((ni + 127) << 23);
 }
 
