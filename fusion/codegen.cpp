@@ -156,7 +156,7 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
   std::unordered_set<std::string> used;
   std::string keys_text;
   for (size_t i = 0; i < n; ++i) {
-    std::string sym = "kiln_" + llvm_jit::hex64(llvm_jit::hash64(keys[i]));
+    std::string sym = "kiln_" + hex64(hash64(keys[i]));
     if (!used.insert(sym).second) sym += "_" + std::to_string(i);  // a 64-bit collision: still unique
     symbols.push_back(sym);
     keys_text += keys[i];
@@ -164,8 +164,8 @@ std::vector<KernelPtr> build(const std::vector<const Kernel*>& kernels, const st
   }
   const std::string dir = options.use_disk_cache ? cache_dir() : std::string();
   const std::string path = dir.empty() ? std::string()
-                                       : dir + "/" + llvm_jit::hex64(llvm_jit::hash64(keys_text, 1)) +
-                                             llvm_jit::hex64(llvm_jit::hash64(keys_text, 2)) + ".kobj";
+                                       : dir + "/" + hex64(hash64(keys_text, 1)) +
+                                             hex64(hash64(keys_text, 2)) + ".kobj";
   auto finish = [&](const std::vector<uint64_t>& addresses, bool from_disk, const llvm_jit::ModuleText* text) {
     const double ms = ms_since(t0);
     std::vector<KernelPtr> out;

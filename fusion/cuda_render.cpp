@@ -1,4 +1,5 @@
 #include "fusion/cuda_render.h"
+#include "fusion/hash.h"
 
 #include <algorithm>
 #include <cmath>
@@ -51,28 +52,6 @@ const char* cuda_strategy_name(CudaStrategy s) {
 }
 
 namespace {
-
-// FNV-1a with a splitmix64 finaliser: stable across processes (symbols name cache entries).
-uint64_t hash64(std::string_view data) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : data) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
-  return h;
-}
-
-std::string hex64(uint64_t v) {
-  static const char* const kDigits = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<size_t>(i)] = kDigits[v & 15];
-  return s;
-}
 
 bool is_half_like(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
 

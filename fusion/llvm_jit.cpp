@@ -1,4 +1,5 @@
 #include "fusion/llvm_jit.h"
+#include "fusion/hash.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -188,28 +189,6 @@ bool write_all(int fd, const char* p, size_t n) {
 }
 
 }  // namespace
-
-uint64_t hash64(std::string_view data, uint64_t seed) {
-  uint64_t h = 0xcbf29ce484222325ull ^ (seed * 0x9e3779b97f4a7c15ull);
-  for (unsigned char c : data) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  // splitmix64 finaliser: FNV-1a alone mixes the last bytes poorly.
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
-  return h;
-}
-
-std::string hex64(uint64_t v) {
-  static const char* const kDigits = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<size_t>(i)] = kDigits[v & 15];
-  return s;
-}
 
 const std::string& host_description() { return session().description; }
 

@@ -2,6 +2,7 @@
 // The LLVM side of the CPU codegen, behind fusion/codegen.cpp (which holds the kernel cache):
 // one process-wide ORC LLJIT, the host TargetMachine, the O2 pipeline, object emission, and the
 // disk cache file format. No LLVM types in this header.
+#include "fusion/hash.h"
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -47,8 +48,6 @@ DiskRead read_cache_file(const std::string& path, const std::string& keys, std::
 // readers in other processes see the old file or the new one). False on any I/O failure.
 bool write_cache_file(const std::string& path, const std::string& keys, const std::string& object);
 
-// Stable 64-bit hash (FNV-1a with a 64-bit finaliser): file names, symbols, checksums.
-uint64_t hash64(std::string_view data, uint64_t seed = 0);
-std::string hex64(uint64_t v);
+// hash64 / hex64: fusion/hash.h.
 
 }  // namespace kiln::fusion::llvm_jit

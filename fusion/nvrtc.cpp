@@ -1,4 +1,5 @@
 #include "fusion/nvrtc.h"
+#include "fusion/hash.h"
 
 #include "core/error.h"
 
@@ -98,28 +99,6 @@ const Nvrtc& usable() {
   const Nvrtc& n = nvrtc();
   KILN_CHECK(n.error.empty(), "[nvrtc] NVRTC is not available: ", n.error);
   return n;
-}
-
-// FNV-1a with a splitmix64 finaliser (stable across processes: cache file names and checksums).
-uint64_t hash64(std::string_view data, uint64_t seed = 0) {
-  uint64_t h = 0xcbf29ce484222325ull ^ (seed * 0x9e3779b97f4a7c15ull);
-  for (unsigned char c : data) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
-  return h;
-}
-
-std::string hex64(uint64_t v) {
-  static const char* const kDigits = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<size_t>(i)] = kDigits[v & 15];
-  return s;
 }
 
 // ---- disk cache files ------------------------------------------------------------------------
