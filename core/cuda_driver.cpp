@@ -23,7 +23,12 @@ namespace {
   X(cuGetErrorName) X(cuGetErrorString) X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet) \
   X(cuDeviceGetAttribute) X(cuDeviceGetName) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent)                \
   X(cuCtxSynchronize) X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel)       \
-  X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH)
+  X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemGetInfo) X(cuMemcpyAsync)                 \
+  X(cuMemsetD8Async) X(cuMemsetD16Async) X(cuMemsetD32Async) X(cuMemHostAlloc) X(cuMemFreeHost)            \
+  X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamQuery) X(cuEventCreate)           \
+  X(cuEventRecord) X(cuEventQuery) X(cuEventSynchronize) X(cuEventDestroy) X(cuEventElapsedTime)          \
+  X(cuStreamBeginCapture) X(cuStreamEndCapture) X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) \
+  X(cuGraphDestroy)
 
 struct Driver {
 #define KILN_CU_MEMBER(fn) decltype(&fn) fn##_ = nullptr;
@@ -248,13 +253,196 @@ void* Module::function(const std::string& name) const {
 }
 
 void launch(int device, void* function, uint32_t grid, uint32_t block, uint32_t shared_bytes, void** args) {
+  launch(current_stream(device), function, grid, block, shared_bytes, args);
+}
+
+void launch(const Stream& s, void* function, uint32_t grid, uint32_t block, uint32_t shared_bytes, void** args) {
   KILN_CHECK(function != nullptr, "[cuda] launch of a null function");
   KILN_CHECK(grid > 0 && block > 0, "[cuda] launch with an empty grid (", grid, " blocks of ", block, " threads)");
-  Driver& d = use_device(device);
+  Driver& d = use_device(s.device);
   check_result(d,
-               d.cuLaunchKernel_(static_cast<CUfunction>(function), grid, 1, 1, block, 1, 1, shared_bytes, nullptr, args,
-                                 nullptr),
+               d.cuLaunchKernel_(static_cast<CUfunction>(function), grid, 1, 1, block, 1, 1, shared_bytes,
+                                 static_cast<CUstream>(s.handle), args, nullptr),
                "cuLaunchKernel(" + std::to_string(grid) + " blocks of " + std::to_string(block) + " threads)");
+}
+
+// ---- streams ---------------------------------------------------------------------------------------
+
+namespace {
+// Per thread and device; devices beyond the vector use the default stream.
+thread_local std::vector<Stream> t_current_streams;
+}  // namespace
+
+Stream create_stream(int device) {
+  Driver& d = use_device(device);
+  CUstream st = nullptr;
+  check_result(d, d.cuStreamCreate_(&st, CU_STREAM_NON_BLOCKING), "cuStreamCreate(device " + std::to_string(device) + ")");
+  return Stream{device, st};
+}
+
+void destroy_stream(const Stream& s) {
+  if (!s.handle) return;
+  Driver& d = use_device(s.device);
+  check_result(d, d.cuStreamDestroy_(static_cast<CUstream>(s.handle)), "cuStreamDestroy");
+}
+
+void synchronize(const Stream& s) {
+  Driver& d = use_device(s.device);
+  check_result(d, d.cuStreamSynchronize_(static_cast<CUstream>(s.handle)),
+               "cuStreamSynchronize(device " + std::to_string(s.device) + ")");
+}
+
+bool query(const Stream& s) {
+  Driver& d = use_device(s.device);
+  CUresult r = d.cuStreamQuery_(static_cast<CUstream>(s.handle));
+  if (r == CUDA_ERROR_NOT_READY) return false;
+  check_result(d, r, "cuStreamQuery");
+  return true;
+}
+
+Stream current_stream(int device) {
+  KILN_CHECK(device >= 0, "[cuda] current_stream: device index ", device, " is negative");
+  if (static_cast<size_t>(device) < t_current_streams.size()) return t_current_streams[static_cast<size_t>(device)];
+  return Stream{device, nullptr};
+}
+
+void set_current_stream(const Stream& s) {
+  KILN_CHECK(s.device >= 0, "[cuda] set_current_stream: device index ", s.device, " is negative");
+  if (static_cast<size_t>(s.device) >= t_current_streams.size()) {
+    for (int i = static_cast<int>(t_current_streams.size()); i <= s.device; ++i) t_current_streams.push_back(Stream{i, nullptr});
+  }
+  t_current_streams[static_cast<size_t>(s.device)] = s;
+}
+
+// ---- raw memory -------------------------------------------------------------------------------------
+
+uint64_t raw_alloc(int device, size_t nbytes) {
+  Driver& d = use_device(device);
+  CUdeviceptr p = 0;
+  CUresult r = d.cuMemAlloc_(&p, nbytes ? nbytes : 1);
+  if (r == CUDA_ERROR_OUT_OF_MEMORY) return 0;
+  check_result(d, r, "cuMemAlloc(" + std::to_string(nbytes) + " bytes) on device " + std::to_string(device));
+  return static_cast<uint64_t>(p);
+}
+
+void raw_free(int device, uint64_t ptr) {
+  if (!ptr) return;
+  try {
+    Driver& d = use_device(device);
+    d.cuMemFree_(static_cast<CUdeviceptr>(ptr));
+  } catch (const Error&) {
+  }
+}
+
+MemoryInfo memory_info(int device) {
+  Driver& d = use_device(device);
+  MemoryInfo m;
+  check_result(d, d.cuMemGetInfo_(&m.free, &m.total), "cuMemGetInfo(device " + std::to_string(device) + ")");
+  return m;
+}
+
+void memcpy_async(void* dst, const void* src, size_t nbytes, const Stream& s, bool host_destination_pageable) {
+  if (nbytes == 0) return;
+  Driver& d = use_device(s.device);
+  check_result(d,
+               d.cuMemcpyAsync_(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src), nbytes,
+                                static_cast<CUstream>(s.handle)),
+               "cuMemcpyAsync(" + std::to_string(nbytes) + " bytes)");
+  // The caller reads pageable memory as soon as this returns.
+  if (host_destination_pageable) synchronize(s);
+}
+
+void memset_async(uint64_t dst, uint32_t value, size_t count, int element_bytes, const Stream& s) {
+  if (count == 0) return;
+  Driver& d = use_device(s.device);
+  CUstream st = static_cast<CUstream>(s.handle);
+  CUresult r = CUDA_SUCCESS;
+  switch (element_bytes) {
+    case 1: r = d.cuMemsetD8Async_(dst, static_cast<unsigned char>(value), count, st); break;
+    case 2: r = d.cuMemsetD16Async_(dst, static_cast<unsigned short>(value), count, st); break;
+    case 4: r = d.cuMemsetD32Async_(dst, value, count, st); break;
+    default: KILN_FAIL("[cuda] memset of ", element_bytes, "-byte elements (1, 2 or 4 are supported)");
+  }
+  check_result(d, r, "cuMemsetD" + std::to_string(8 * element_bytes) + "Async(" + std::to_string(count) + " elements)");
+}
+
+void* host_alloc(size_t nbytes) {
+  Driver& d = use_device(0);
+  void* p = nullptr;
+  check_result(d, d.cuMemHostAlloc_(&p, nbytes ? nbytes : 1, CU_MEMHOSTALLOC_PORTABLE),
+               "cuMemHostAlloc(" + std::to_string(nbytes) + " bytes of pinned host memory)");
+  return p;
+}
+
+void host_free(void* ptr) {
+  if (!ptr) return;
+  try {
+    Driver& d = use_device(0);
+    d.cuMemFreeHost_(ptr);
+  } catch (const Error&) {
+  }
+}
+
+// ---- events and graphs ------------------------------------------------------------------------------
+
+void* record_event(const Stream& s) {
+  Driver& d = use_device(s.device);
+  CUevent e = nullptr;
+  check_result(d, d.cuEventCreate_(&e, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+  CUresult r = d.cuEventRecord_(e, static_cast<CUstream>(s.handle));
+  if (r != CUDA_SUCCESS) {
+    d.cuEventDestroy_(e);
+    check_result(d, r, "cuEventRecord");
+  }
+  return e;
+}
+
+bool event_done(void* event) {
+  Driver& d = usable_driver();
+  CUresult r = d.cuEventQuery_(static_cast<CUevent>(event));
+  if (r == CUDA_ERROR_NOT_READY) return false;
+  check_result(d, r, "cuEventQuery");
+  return true;
+}
+
+void event_synchronize(void* event) {
+  Driver& d = usable_driver();
+  check_result(d, d.cuEventSynchronize_(static_cast<CUevent>(event)), "cuEventSynchronize");
+}
+
+void destroy_event(void* event) {
+  if (!event) return;
+  Driver& d = usable_driver();
+  d.cuEventDestroy_(static_cast<CUevent>(event));
+}
+
+void begin_capture(const Stream& s) {
+  KILN_CHECK(s.handle != nullptr, "[cuda] graph capture needs a stream of its own, not the default stream");
+  Driver& d = use_device(s.device);
+  check_result(d, d.cuStreamBeginCapture_(static_cast<CUstream>(s.handle), CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+               "cuStreamBeginCapture");
+}
+
+void* end_capture(const Stream& s) {
+  Driver& d = use_device(s.device);
+  CUgraph g = nullptr;
+  check_result(d, d.cuStreamEndCapture_(static_cast<CUstream>(s.handle), &g), "cuStreamEndCapture");
+  CUgraphExec exec = nullptr;
+  CUresult r = d.cuGraphInstantiate_(&exec, g, 0);
+  d.cuGraphDestroy_(g);
+  check_result(d, r, "cuGraphInstantiate");
+  return exec;
+}
+
+void launch_graph(void* graph_exec, const Stream& s) {
+  Driver& d = use_device(s.device);
+  check_result(d, d.cuGraphLaunch_(static_cast<CUgraphExec>(graph_exec), static_cast<CUstream>(s.handle)), "cuGraphLaunch");
+}
+
+void destroy_graph(void* graph_exec) {
+  if (!graph_exec) return;
+  Driver& d = usable_driver();
+  d.cuGraphExecDestroy_(static_cast<CUgraphExec>(graph_exec));
 }
 
 }  // namespace kiln::cuda
@@ -286,6 +474,28 @@ Module::Module(int, const std::string&) { no_cuda(); }
 Module::~Module() = default;
 void* Module::function(const std::string&) const { no_cuda(); }
 void launch(int, void*, uint32_t, uint32_t, uint32_t, void**) { no_cuda(); }
+void launch(const Stream&, void*, uint32_t, uint32_t, uint32_t, void**) { no_cuda(); }
+Stream create_stream(int) { no_cuda(); }
+void destroy_stream(const Stream&) { no_cuda(); }
+void synchronize(const Stream&) { no_cuda(); }
+bool query(const Stream&) { no_cuda(); }
+Stream current_stream(int device) { return Stream{device, nullptr}; }
+void set_current_stream(const Stream&) { no_cuda(); }
+uint64_t raw_alloc(int, size_t) { no_cuda(); }
+void raw_free(int, uint64_t) {}
+MemoryInfo memory_info(int) { no_cuda(); }
+void memcpy_async(void*, const void*, size_t, const Stream&, bool) { no_cuda(); }
+void memset_async(uint64_t, uint32_t, size_t, int, const Stream&) { no_cuda(); }
+void* host_alloc(size_t) { no_cuda(); }
+void host_free(void*) {}
+void* record_event(const Stream&) { no_cuda(); }
+bool event_done(void*) { no_cuda(); }
+void event_synchronize(void*) { no_cuda(); }
+void destroy_event(void*) {}
+void begin_capture(const Stream&) { no_cuda(); }
+void* end_capture(const Stream&) { no_cuda(); }
+void launch_graph(void*, const Stream&) { no_cuda(); }
+void destroy_graph(void*) {}
 
 }  // namespace kiln::cuda
 

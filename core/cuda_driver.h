@@ -71,8 +71,68 @@ class Module {
   void* module_ = nullptr;  // CUmodule
 };
 
-// cuLaunchKernel of `function` on the device's default stream with a 1-D grid and block.
+// ---- streams ---------------------------------------------------------------------------------------
+// A CUstream of one device. A null handle is the device's default (legacy) stream, which is every
+// thread's current stream until it sets another: work on one stream runs in issue order, so eager
+// ops need no synchronisation among themselves; copies to pageable host memory wait for the stream.
+struct Stream {
+  int device = 0;
+  void* handle = nullptr;  // CUstream
+  bool operator==(const Stream& o) const { return device == o.device && handle == o.handle; }
+  bool operator!=(const Stream& o) const { return !(*this == o); }
+};
+Stream create_stream(int device);  // a non-blocking stream; destroy it with destroy_stream
+void destroy_stream(const Stream& s);
+void synchronize(const Stream& s);  // waits for the stream's work
+bool query(const Stream& s);        // true when the stream has no pending work
+// The calling thread's current stream of `device` (the default stream unless set).
+Stream current_stream(int device = 0);
+void set_current_stream(const Stream& s);
+// Makes `s` current on this thread for a scope, then restores the previous one.
+class StreamGuard {
+ public:
+  explicit StreamGuard(const Stream& s) : previous_(current_stream(s.device)) { set_current_stream(s); }
+  ~StreamGuard() { set_current_stream(previous_); }
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  Stream previous_;
+};
+
+// ---- raw memory (core/cuda_allocator.h caches it) --------------------------------------------------
+// cuMemAlloc; returns 0 when the device is out of memory (other failures raise).
+uint64_t raw_alloc(int device, size_t nbytes);
+void raw_free(int device, uint64_t ptr);  // never raises (a failure here cannot be reported)
+struct MemoryInfo {
+  size_t free = 0, total = 0;
+};
+MemoryInfo memory_info(int device);  // cuMemGetInfo
+// cuMemcpyAsync between any two addresses (unified addressing: host, pinned or device) on `s`.
+// With a pageable host destination the call returns once the data has arrived.
+void memcpy_async(void* dst, const void* src, size_t nbytes, const Stream& s, bool host_destination_pageable);
+// Sets `count` elements of `element_bytes` (1, 2 or 4) at `dst` to the low bits of `value`.
+void memset_async(uint64_t dst, uint32_t value, size_t count, int element_bytes, const Stream& s);
+// Page-locked host memory (cuMemHostAlloc, portable): copies from and to it run asynchronously.
+void* host_alloc(size_t nbytes);  // raises when it fails
+void host_free(void* ptr);
+
+// ---- events and graphs -----------------------------------------------------------------------------
+// An event recorded on `s` now (timing disabled); query it, wait for it, destroy it.
+void* record_event(const Stream& s);
+bool event_done(void* event);
+void event_synchronize(void* event);
+void destroy_event(void* event);
+// Stream capture into a CUDA graph: launches between begin and end are recorded, not run. The
+// graph is instantiated at the end; launch it any number of times, then destroy it.
+void begin_capture(const Stream& s);
+void* end_capture(const Stream& s);  // a CUgraphExec
+void launch_graph(void* graph_exec, const Stream& s);
+void destroy_graph(void* graph_exec);
+
+// cuLaunchKernel of `function` with a 1-D grid and block on `s` (default: the current stream).
 // `args` holds one pointer per kernel parameter, pointing at its value (the driver's convention).
 void launch(int device, void* function, uint32_t grid, uint32_t block, uint32_t shared_bytes, void** args);
+void launch(const Stream& s, void* function, uint32_t grid, uint32_t block, uint32_t shared_bytes, void** args);
 
 }  // namespace kiln::cuda

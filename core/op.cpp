@@ -1,4 +1,7 @@
 #include "core/op.h"
+#if KILN_HAS_CUDA_TOOLKIT
+#include "kernels/cuda/cuda_kernels.h"
+#endif
 
 #include <mutex>
 
@@ -51,6 +54,9 @@ OpRegistry& OpRegistry::instance() {
     ops_registration::register_index_ops(*reg);
     ops_registration::register_nn_ops(*reg);
     ops_registration::register_random_ops(*reg);
+#if KILN_HAS_CUDA_TOOLKIT
+    ops_registration::register_cuda_kernels(*reg);  // kernels/cuda/cuda_kernels.h
+#endif
     ops_registration::register_vjps(*reg);
     return reg;
   }();

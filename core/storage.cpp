@@ -3,6 +3,7 @@
 #include <array>
 
 #include "core/allocator.h"
+#include "core/cuda_allocator.h"
 #include "core/error.h"
 
 namespace kiln {
@@ -12,6 +13,10 @@ std::array<DeviceAllocator, kNumDeviceTypes>& allocators() {
     std::array<DeviceAllocator, kNumDeviceTypes> init{};
     init[static_cast<int>(DeviceType::CPU)].alloc = [](size_t n, int) { return cpu_alloc(n); };
     init[static_cast<int>(DeviceType::CPU)].free = [](void* p, size_t n, int) { cpu_free(p, n); };
+#if KILN_HAS_CUDA_TOOLKIT
+    // Without a driver the first allocation raises, saying why (cuda::unavailable_reason()).
+    init[static_cast<int>(DeviceType::CUDA)] = cuda::device_allocator_hooks();
+#endif
     return init;
   }();
   return a;

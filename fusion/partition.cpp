@@ -17,6 +17,9 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "fusion/symbolic.h"
+#if KILN_HAS_CUDA_TOOLKIT
+#include "fusion/cuda_launch.h"
+#endif
 #include "kernels/cpu/parallel.h"
 
 namespace kiln::fusion {
@@ -1072,11 +1075,33 @@ FusionResult fuse(const Graph& g, const FusionOptions& options) { return Partiti
 int compile_fused(Graph& g, const CodegenOptions& options) {
   std::vector<const Kernel*> ks;
   std::vector<FusedCall*> calls;
-  for (Node& n : g.nodes)
-    if (n.kind == NodeKind::Fused) {
-      ks.push_back(&n.fused->ir);
-      calls.push_back(n.fused.get());
+  std::map<int, std::vector<FusedCall*>> cuda_calls;  // by device
+  for (Node& n : g.nodes) {
+    if (n.kind != NodeKind::Fused) continue;
+    const Device dev = n.fused->buffer_values.empty() ? Device(kCPU) : g.value(n.fused->buffer_values[0]).device;
+    if (dev.is_cuda()) {
+      n.fused->cuda_device = dev.index() < 0 ? 0 : dev.index();
+      for (int v : n.fused->buffer_values)
+        KILN_CHECK(g.value(v).device == dev, "[fusion] kernel ", n.fused->ir.name, " on ", dev, " reads a ",
+                   g.value(v).device, " value (", g.value_type(v), "): its graph runs through the eager CUDA kernels");
+      cuda_calls[n.fused->cuda_device].push_back(n.fused.get());
+      continue;
     }
+    ks.push_back(&n.fused->ir);
+    calls.push_back(n.fused.get());
+  }
+  for (auto& [device, dcalls] : cuda_calls) {
+#if KILN_HAS_CUDA_TOOLKIT
+    std::vector<const Kernel*> dks;
+    for (FusedCall* c : dcalls) dks.push_back(&c->ir);
+    std::string name = dks.front()->name;
+    std::replace(name.begin(), name.end(), '/', '_');  // the NVRTC program name names dump files
+    auto fns = load_cuda_kernels(dks, device, name);
+    for (size_t i = 0; i < dcalls.size(); ++i) dcalls[i]->cuda_code = fns[i];
+#else
+    KILN_FAIL("[fusion] a graph on cuda:", device, " needs the CUDA toolkit, and kiln was built without it");
+#endif
+  }
   if (ks.empty()) return 0;
   const CacheStats before = cache_stats();
   auto code = compile_kernels(ks, options);
@@ -1133,6 +1158,19 @@ int64_t stream_store_bytes() {
 }
 
 void run_fused(const FusedCall& call, char* const* buffers) {
+  if (call.cuda_device >= 0) {
+#if KILN_HAS_CUDA_TOOLKIT
+    KILN_CHECK(call.cuda_code, "[fusion] kernel ", call.ir.name, " was not compiled for cuda:", call.cuda_device);
+    uint64_t addr[64];
+    KILN_CHECK(call.ir.buffers.size() <= 64, "[fusion] kernel ", call.ir.name, " has more than 64 buffers");
+    for (size_t b = 0; b < call.ir.buffers.size(); ++b) addr[b] = reinterpret_cast<uint64_t>(buffers[b]);
+    launch_cuda_kernel(*static_cast<const CudaFunction*>(call.cuda_code.get()), call.ir, call.params, addr,
+                       cuda::current_stream(call.cuda_device));
+    return;
+#else
+    KILN_FAIL("[fusion] kernel ", call.ir.name, " runs on CUDA, and kiln was built without the CUDA toolkit");
+#endif
+  }
   KernelFn fn = call.code->fn;
   const int64_t* params = call.params.data();
   const int64_t n0 = call.ir.dims[0].is_const() ? call.ir.dims[0].value : call.params[idx(call.ir.dims[0].param)];

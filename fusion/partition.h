@@ -29,7 +29,11 @@ struct FusedCall {
   int group = -1;
   std::string sources;              // values of the input graph its nodes define or write: "%5 %6 %9"
   KernelCost cost;                 // estimate_cost(ir)
-  std::shared_ptr<const CompiledKernel> code;  // set by compile_fused
+  std::shared_ptr<const CompiledKernel> code;  // set by compile_fused (CPU kernels)
+  // A kernel over CUDA storages: the device, and its loaded function (a fusion::CudaFunction,
+  // fusion/cuda_launch.h; type-erased so that this header needs no CUDA one), set by compile_fused.
+  int cuda_device = -1;
+  std::shared_ptr<const void> cuda_code;
   std::shared_ptr<KernelCounters> counters = std::make_shared<KernelCounters>();
 };
 
@@ -49,11 +53,12 @@ struct FusionResult {
 
 // Partitions `g` and lowers each group; the kernels are not compiled yet.
 FusionResult fuse(const jit::Graph& g, const FusionOptions& options = {});
-// Compiles every kernel of `g` in one batch (cache hits cost nothing); raises kiln::Error on
-// a codegen failure. Returns how many came from the cache.
+// Compiles every kernel of `g` in one batch (cache hits cost nothing): LLVM for kernels over CPU
+// storages, NVRTC for those over CUDA storages (one translation unit per device). Raises
+// kiln::Error on a codegen failure. Returns how many came from the CPU kernel cache.
 int compile_fused(jit::Graph& g, const CodegenOptions& options = {});
 // Runs one kernel over buffers (storage base pointers, in kernel buffer order), splitting
-// dims[0] across the thread pool.
+// dims[0] across the thread pool; a CUDA kernel is launched on its device's current stream.
 void run_fused(const FusedCall& call, char* const* buffers);
 
 // Pointwise kernels that write at least this many bytes stream their stores past the cache

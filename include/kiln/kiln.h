@@ -4,7 +4,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
 #include "core/allocator.h"
-#include "core/cuda_driver.h"
+#include "core/cuda.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"

@@ -1,0 +1,33 @@
+#pragma once
+// The CUDA column of the op registry (core/op.h). Which row runs how on a GPU:
+//   fused_ops.cpp     pointwise rows, reductions, softmax/log_softmax/layer_norm: kernel IR made by
+//                     the fusion backend from the op's formula, CUDA C, NVRTC (one definition per op)
+//   blas.cpp          mm/bmm/matmul/linear: cuBLAS (TF32 only when kiln::set_float32_matmul_precision allows)
+//   host_fallback.cpp everything else: the CPU kernel on host copies, then the results copied back —
+//                     correct and counted (cuda::host_fallback_counts()), not fast; see docs/cuda.md
+// Built only with the CUDA toolkit (KILN_HAS_CUDA_TOOLKIT).
+#include <map>
+#include <string>
+
+#include "core/op.h"
+#include "fusion/kernel_ir.h"
+
+namespace kiln {
+
+// dst = src converted to dst's dtype (src broadcast to dst's shape), on dst's device and current
+// stream, whatever dst's strides. Records nothing for autograd or a capture.
+void cuda_copy(const Tensor& src, const Tensor& dst);
+// The kernels the eager CUDA path makes for this call (`out`: the outputs call_op would pass), built
+// without a device — the tests compile them with NVRTC. Empty when the call goes to the host.
+std::vector<fusion::Kernel> eager_cuda_kernels(const OpDef& op, const TensorList& in, const TensorList& out,
+                                               const Attrs& attrs);
+// Runs `op`'s CPU kernel on host copies of the inputs and copies the outputs back into `out`.
+void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs);
+
+namespace ops_registration {
+void register_cuda_kernels(OpRegistry& r);  // all of the column, in the order above
+void register_cuda_fused_kernels(OpRegistry& r);
+void register_cuda_blas_kernels(OpRegistry& r);
+}  // namespace ops_registration
+
+}  // namespace kiln
