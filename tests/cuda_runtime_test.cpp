@@ -295,6 +295,85 @@ TEST(CudaEagerKernels, UnloweredCallsGoToTheHost) {
   EXPECT_TRUE(eager_kernels(op_def("pow"), {a, b}).empty());
 }
 
+// The composed CUDA kernels are device-agnostic: on CPU tensors they must agree with each row's CPU
+// kernel (which is how they are checked without a GPU).
+TensorList run_kernel(KernelFn k, const OpDef& op, const TensorList& in, const Attrs& attrs) {
+  TensorList out;
+  for (const TensorMeta& m : op.infer(op, in, attrs)) out.push_back(empty(m.sizes, m.dtype));
+  k(op, in, out, attrs);
+  return out;
+}
+
+TEST(CudaCompositions, AgreeWithTheCpuKernelsOnCpuTensors) {
+  manual_seed(5);
+  Tensor x = randn({4, 7});
+  x.select(0, 2).select(0, 3).fill_(std::nan(""));
+  Tensor logits = randn({5, 4}), logits3 = randn({2, 4, 3});
+  Tensor target = tensor({0, 3, -100, 1, 2}).to(kInt64), target3 = randint(0, 4, {2, 3});
+  Tensor probs = softmax(randn({5, 4}), 1), target_ok = tensor({0, 3, 2, 1, 2}).to(kInt64);
+  Tensor w = rand({4}) + 0.5;
+  struct Case {
+    std::string row;
+    TensorList in;
+    Attrs attrs;
+  };
+  const std::vector<Case> cases = {
+      {"argmax", {x}, Attrs{int64_t{1}, false}},
+      {"argmax", {x}, Attrs{std::monostate{}, false}},
+      {"argmin", {x.abs()}, Attrs{int64_t{0}, true}},
+      {"argmin", {randint(0, 3, {6, 5})}, Attrs{int64_t{1}, false}},
+      {"max_dim", {x}, Attrs{int64_t{1}, true}},
+      {"min_dim", {randn({3, 6})}, Attrs{int64_t{0}, false}},
+      {"all", {randint(0, 2, {3, 5})}, Attrs{Shape{1}, false}},
+      {"any", {randint(0, 2, {3, 5}).to(kBool)}, Attrs{Shape{}, false}},
+      {"var_mean", {randn({3, 8})}, Attrs{Shape{1}, int64_t{1}, true}},
+      {"equal", {x, x.clone()}, Attrs{}},
+      {"equal", {logits, logits.clone()}, Attrs{}},
+      {"equal", {x, x.t()}, Attrs{}},
+      {"allclose", {x, x + 1e-9}, Attrs{1e-5, 1e-8, true}},
+      {"allclose", {x, x + 1e-9}, Attrs{1e-5, 1e-8, false}},
+      {"allclose", {logits, logits + 0.1}, Attrs{1e-5, 1e-8, false}},
+      {"cat", {randn({2, 3}), randn({0}), randn({4, 3})}, Attrs{int64_t{0}}},
+      {"cat", {randn({2, 3}), randn({2, 1}).to(kFloat64)}, Attrs{int64_t{-1}}},
+      {"tril", {randn({5, 4})}, Attrs{int64_t{1}}},
+      {"triu", {randn({2, 3, 4})}, Attrs{int64_t{-1}}},
+      {"triu", {randint(0, 2, {4, 4}).to(kBool)}, Attrs{int64_t{0}}},
+      {"one_hot", {randint(0, 4, {6})}, Attrs{int64_t{5}}},
+      {"mse_loss", {randn({4, 3}), randn({3})}, Attrs{int64_t{0}}},
+      {"mse_loss", {randn({4, 3}), randn({4, 3})}, Attrs{int64_t{1}}},
+      {"mse_loss", {randn({4, 3}), randn({4, 3}).to(kFloat64)}, Attrs{int64_t{2}}},
+      {"nll_loss", {log_softmax(logits, 1), target, w}, Attrs{int64_t{1}, int64_t{-100}}},
+      {"nll_loss", {log_softmax(logits, 1), target_ok}, Attrs{int64_t{0}, int64_t{3}}},
+      {"cross_entropy", {logits, target, w}, Attrs{int64_t{1}, int64_t{-100}, 0.1}},
+      {"cross_entropy", {logits, target_ok}, Attrs{int64_t{2}, int64_t{-100}, 0.0}},
+      {"cross_entropy", {logits3, target3}, Attrs{int64_t{0}, int64_t{-100}, 0.2}},
+      {"cross_entropy", {logits, probs, w}, Attrs{int64_t{1}, int64_t{-100}, 0.1}},
+      {"cross_entropy", {logits[0], tensor(int64_t{2})}, Attrs{int64_t{1}, int64_t{-100}, 0.0}},
+  };
+  std::set<std::string> covered;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.row);
+    const OpDef& op = op_def(c.row);
+    const TensorList expected = run_kernel(op.kernels[static_cast<int>(DeviceType::CPU)], op, c.in, c.attrs);
+    const TensorList got = run_kernel(cuda_compositions().at(c.row), op, c.in, c.attrs);
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].dtype(), expected[i].dtype());
+      EXPECT_TRUE(testing::close(got[i], expected[i], 1e-5, 1e-6)) << "output " << i;
+    }
+    covered.insert(c.row);
+  }
+  for (const auto& [name, fn] : cuda_compositions()) EXPECT_TRUE(covered.count(name)) << name << " has no case";
+  // Out-of-range targets raise as on the CPU.
+  const OpDef& ce = op_def("cross_entropy");
+  EXPECT_KILN_ERROR(run_kernel(cuda_compositions().at("cross_entropy"), ce, {logits, tensor({0, 4, 1, 1, 1}).to(kInt64)},
+                               Attrs{int64_t{1}, int64_t{-100}, 0.0}),
+                    "[cross_entropy] target 4 is out of bounds", "[0, 4)");
+  EXPECT_KILN_ERROR(run_kernel(cuda_compositions().at("cross_entropy"), ce, {logits, tensor({0, -3, 1, 1, 1}).to(kInt64)},
+                               Attrs{int64_t{1}, int64_t{-100}, 0.0}),
+                    "target -3 is out of bounds");
+}
+
 // ---- on a GPU --------------------------------------------------------------------------------------
 
 class CudaDevice : public ::testing::Test {

@@ -2,7 +2,10 @@
 // The CUDA column of the op registry (core/op.h). Which row runs how on a GPU:
 //   fused_ops.cpp     pointwise rows, reductions, softmax/log_softmax/layer_norm: kernel IR made by
 //                     the fusion backend from the op's formula, CUDA C, NVRTC (one definition per op)
+//   compositions.cpp  argmax, all/any, cat, tril/triu, one_hot, the losses, ...: public ops over
+//                     the rows above (device-agnostic, so tested on the CPU)
 //   blas.cpp          mm/bmm/matmul/linear: cuBLAS (TF32 only when kiln::set_float32_matmul_precision allows)
+//   cudnn.cpp         conv2d and its backward rows: cuDNN
 //   host_fallback.cpp everything else: the CPU kernel on host copies, then the results copied back —
 //                     correct and counted (cuda::host_fallback_counts()), not fast; see docs/cuda.md
 // Built only with the CUDA toolkit (KILN_HAS_CUDA_TOOLKIT).
@@ -24,10 +27,15 @@ std::vector<fusion::Kernel> eager_cuda_kernels(const OpDef& op, const TensorList
 // Runs `op`'s CPU kernel on host copies of the inputs and copies the outputs back into `out`.
 void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs);
 
+// The composed kernels by row name (compositions.cpp).
+const std::map<std::string, KernelFn>& cuda_compositions();
+
 namespace ops_registration {
 void register_cuda_kernels(OpRegistry& r);  // all of the column, in the order above
 void register_cuda_fused_kernels(OpRegistry& r);
+void register_cuda_compositions(OpRegistry& r);
 void register_cuda_blas_kernels(OpRegistry& r);
+void register_cuda_cudnn_kernels(OpRegistry& r);
 }  // namespace ops_registration
 
 }  // namespace kiln

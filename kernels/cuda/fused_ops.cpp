@@ -8,8 +8,7 @@
 // Pointwise ops write their output in place (a Mutate node), whatever its strides: `out=`,
 // in-place ops and copies into views need no temporary. Reductions produce a fresh contiguous
 // result (an Op node), copied into `out` when that is not the plain contiguous tensor call_op made.
-// The reductions fusion does not lower (argmax/argmin, max/min with indices, all/any, equal,
-// allclose, var_mean) are compositions of those that it does.
+// The rows fusion does not lower but can be written with those it does are in compositions.cpp.
 #include <cstring>
 #include <mutex>
 #include <sstream>
@@ -285,71 +284,6 @@ void fused_kernel(const OpDef& op, const TensorList& inputs, TensorList& out, co
       if (!targets[i].is_same(out[i])) cuda_copy(targets[i], out[i]);
 }
 
-// ---- compositions of fused reductions -------------------------------------------------------------
-
-// Index of the first extreme along `dim` (NaN counts as the extreme, as on the CPU).
-Tensor arg_extreme(const Tensor& x, int64_t dim, bool keepdim, bool max) {
-  Tensor m = max ? amax(x, {dim}, true) : amin(x, {dim}, true);
-  Tensor hit = logical_or(eq(x, m), ne(x, x));
-  const int64_t n = x.size(dim);
-  Shape shape(static_cast<size_t>(x.dim()), 1);
-  shape[static_cast<size_t>(dim)] = n;
-  Tensor iota = arange(n, TensorOptions(kInt64)).to(x.device()).view(shape);
-  return amin(where(hit, iota, Scalar(n)), {dim}, keepdim);
-}
-
-void arg_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
-  NoGradGuard no_grad;
-  const bool max = op.name == "argmax" || op.name == "max_dim";
-  const bool with_values = op.name == "max_dim" || op.name == "min_dim";
-  Tensor x = in[0];
-  int64_t dim = 0;
-  if (a.is_none(0)) {
-    x = x.reshape({-1});
-  } else {
-    dim = wrap_dim(op.name, a.i(0), std::max<int64_t>(x.dim(), 1));
-    if (x.dim() == 0) x = x.reshape({1});
-  }
-  Tensor idx = arg_extreme(x, dim, a.b(1), max);
-  idx = idx.reshape(out[with_values ? 1 : 0].sizes());
-  if (with_values) {
-    Tensor v = max ? amax(x, {dim}, a.b(1)) : amin(x, {dim}, a.b(1));
-    cuda_copy(v.reshape(out[0].sizes()), out[0]);
-    cuda_copy(idx, out[1]);
-  } else {
-    cuda_copy(idx, out[0]);
-  }
-}
-
-void all_any_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
-  NoGradGuard no_grad;
-  Tensor nz = in[0].ne(Scalar(0)).to(kUInt8);
-  Tensor r = op.name == "all" ? amin(nz, a.ints(0), a.b(1)) : amax(nz, a.ints(0), a.b(1));
-  cuda_copy(r.reshape(out[0].sizes()), out[0]);
-}
-
-void var_mean_kernel(const OpDef&, const TensorList& in, TensorList& out, const Attrs& a) {
-  NoGradGuard no_grad;
-  cuda_copy(var(in[0], a.ints(0), a.i(1), a.b(2)), out[0]);
-  cuda_copy(mean(in[0], a.ints(0), a.b(2)), out[1]);
-}
-
-void equal_kernel(const OpDef&, const TensorList& in, TensorList& out, const Attrs&) {
-  NoGradGuard no_grad;
-  const bool same_shape = in[0].sizes() == in[1].sizes();
-  Tensor r = same_shape ? all(eq(in[0], in[1])) : full({}, false, kBool, out[0].device());
-  cuda_copy(r, out[0]);
-}
-
-void allclose_kernel(const OpDef&, const TensorList& in, TensorList& out, const Attrs& a) {
-  NoGradGuard no_grad;
-  const Tensor &x = in[0], &y = in[1];
-  Tensor close = le(abs(x - y), abs(y) * a.d(0) + a.d(1));
-  close = logical_or(close, eq(x, y));  // equal infinities
-  if (a.b(2)) close = logical_or(close, logical_and(ne(x, x), ne(y, y)));
-  cuda_copy(all(close), out[0]);
-}
-
 }  // namespace
 
 std::vector<fusion::Kernel> eager_cuda_kernels(const OpDef& op, const TensorList& in, const TensorList& out,
@@ -378,12 +312,6 @@ void register_cuda_fused_kernels(OpRegistry& r) {
   for (const char* name : {"sum", "mean", "prod", "amax", "amin", "var", "std", "logsumexp", "softmax", "log_softmax",
                            "layer_norm"})
     r.mutable_get(name).kernels[kCudaIdx] = &fused_kernel;
-  for (const char* name : {"argmax", "argmin", "max_dim", "min_dim"}) r.mutable_get(name).kernels[kCudaIdx] = &arg_kernel;
-  r.mutable_get("all").kernels[kCudaIdx] = &all_any_kernel;
-  r.mutable_get("any").kernels[kCudaIdx] = &all_any_kernel;
-  r.mutable_get("var_mean").kernels[kCudaIdx] = &var_mean_kernel;
-  r.mutable_get("equal").kernels[kCudaIdx] = &equal_kernel;
-  r.mutable_get("allclose").kernels[kCudaIdx] = &allclose_kernel;
 }
 }  // namespace ops_registration
 

@@ -1,5 +1,5 @@
-// The rows without a CUDA kernel of their own (convolution, pooling, indexing, the losses, random
-// numbers, cat, cumsum, tril/triu, ...) run their CPU kernel on host copies of the arguments, and
+// The rows without a CUDA kernel of their own (convolution, pooling, indexing, random numbers,
+// cumsum, ...) run their CPU kernel on host copies of the arguments, and
 // the results are copied back into the CUDA outputs. Slow (two transfers and a device sync per
 // call) but exact — the CPU kernel's results, so random ops give the CPU generator's numbers —
 // and every use is counted (cuda::host_fallback_counts(), KILN_LOG=perf names each op once).
@@ -68,7 +68,11 @@ void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, c
 namespace ops_registration {
 void register_cuda_kernels(OpRegistry& r) {
   register_cuda_fused_kernels(r);
+  register_cuda_compositions(r);
   register_cuda_blas_kernels(r);
+#if KILN_HAS_CUDNN
+  register_cuda_cudnn_kernels(r);
+#endif
   r.mutable_get("fill").kernels[kCudaIdx] = &fill_cuda;
   for (const OpDef* d : r.all()) {
     OpDef& row = r.mutable_get(d->name);
