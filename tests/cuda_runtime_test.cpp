@@ -289,6 +289,18 @@ TEST(CudaEagerKernels, CompileWithNvrtcForSm80AndSm90WithoutWarnings) {
   }
 }
 
+TEST(CudaHandwritten, CompilesWithNvrtcForSm80AndSm90WithoutWarnings) {
+  if (!fusion::nvrtc_available()) GTEST_SKIP() << "NVRTC is not available: " << fusion::nvrtc_unavailable_reason();
+  for (int arch : {80, 90}) {
+    auto bin = fusion::nvrtc_compile(handwritten_cuda_source(), arch, {.name = "kiln_handwritten"});
+    EXPECT_FALSE(bin->cubin.empty()) << "sm_" << arch;
+    EXPECT_EQ(bin->log, "") << "sm_" << arch;
+    for (const char* k : {"kiln_index_select_4", "kiln_gather_8", "kiln_scatter_add_f32", "kiln_max_pool2d_f64",
+                          "kiln_avg_pool2d_backward_f32", "kiln_cumsum_i64"})
+      EXPECT_NE(bin->ptx.find(std::string(".entry ") + k), std::string::npos) << k;
+  }
+}
+
 TEST(CudaEagerKernels, UnloweredCallsGoToTheHost) {
   // Integer pow checks its operands on the CPU; the CUDA path hands it to the host fallback.
   Tensor a = sample({4}, kInt32, 1), b = sample({4}, kInt32, 2).abs();

@@ -6,6 +6,8 @@
 //                     the rows above (device-agnostic, so tested on the CPU)
 //   blas.cpp          mm/bmm/matmul/linear: cuBLAS (TF32 only when kiln::set_float32_matmul_precision allows)
 //   cudnn.cpp         conv2d and its backward rows: cuDNN
+//   handwritten.cpp   index_select, embedding, gather, scatter(_add), pooling, cumsum: the CUDA C of
+//                     handwritten.cuh, compiled by NVRTC
 //   host_fallback.cpp everything else: the CPU kernel on host copies, then the results copied back —
 //                     correct and counted (cuda::host_fallback_counts()), not fast; see docs/cuda.md
 // Built only with the CUDA toolkit (KILN_HAS_CUDA_TOOLKIT).
@@ -27,6 +29,8 @@ std::vector<fusion::Kernel> eager_cuda_kernels(const OpDef& op, const TensorList
 // Runs `op`'s CPU kernel on host copies of the inputs and copies the outputs back into `out`.
 void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs);
 
+// The text of handwritten.cuh (the tests compile it with NVRTC).
+const char* handwritten_cuda_source();
 // The composed kernels by row name (compositions.cpp).
 const std::map<std::string, KernelFn>& cuda_compositions();
 
@@ -36,6 +40,7 @@ void register_cuda_fused_kernels(OpRegistry& r);
 void register_cuda_compositions(OpRegistry& r);
 void register_cuda_blas_kernels(OpRegistry& r);
 void register_cuda_cudnn_kernels(OpRegistry& r);
+void register_cuda_handwritten_kernels(OpRegistry& r);
 }  // namespace ops_registration
 
 }  // namespace kiln

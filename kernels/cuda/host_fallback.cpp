@@ -1,5 +1,5 @@
-// The rows without a CUDA kernel of their own (convolution, pooling, indexing, random numbers,
-// cumsum, ...) run their CPU kernel on host copies of the arguments, and
+// The rows without a CUDA kernel of their own (random numbers, the argument combinations the
+// native kernels do not take: half/bfloat16 pooling, integer pow, ...) run their CPU kernel on host copies of the arguments, and
 // the results are copied back into the CUDA outputs. Slow (two transfers and a device sync per
 // call) but exact — the CPU kernel's results, so random ops give the CPU generator's numbers —
 // and every use is counted (cuda::host_fallback_counts(), KILN_LOG=perf names each op once).
@@ -70,6 +70,7 @@ void register_cuda_kernels(OpRegistry& r) {
   register_cuda_fused_kernels(r);
   register_cuda_compositions(r);
   register_cuda_blas_kernels(r);
+  register_cuda_handwritten_kernels(r);
 #if KILN_HAS_CUDNN
   register_cuda_cudnn_kernels(r);
 #endif
