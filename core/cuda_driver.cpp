@@ -28,7 +28,7 @@ namespace {
   X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamQuery) X(cuEventCreate)           \
   X(cuEventRecord) X(cuEventQuery) X(cuEventSynchronize) X(cuEventDestroy) X(cuEventElapsedTime)          \
   X(cuStreamBeginCapture) X(cuStreamEndCapture) X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) \
-  X(cuGraphDestroy)
+  X(cuGraphDestroy) X(cuStreamWaitEvent)
 
 struct Driver {
 #define KILN_CU_MEMBER(fn) decltype(&fn) fn##_ = nullptr;
@@ -416,6 +416,15 @@ void destroy_event(void* event) {
   d.cuEventDestroy_(static_cast<CUevent>(event));
 }
 
+void wait(const Stream& waiter, const Stream& on) {
+  if (waiter == on) return;
+  void* e = record_event(on);
+  Driver& d = use_device(waiter.device);
+  CUresult r = d.cuStreamWaitEvent_(static_cast<CUstream>(waiter.handle), static_cast<CUevent>(e), 0);
+  d.cuEventDestroy_(static_cast<CUevent>(e));  // released once the wait has happened
+  check_result(d, r, "cuStreamWaitEvent");
+}
+
 void begin_capture(const Stream& s) {
   KILN_CHECK(s.handle != nullptr, "[cuda] graph capture needs a stream of its own, not the default stream");
   Driver& d = use_device(s.device);
@@ -492,6 +501,7 @@ void* record_event(const Stream&) { no_cuda(); }
 bool event_done(void*) { no_cuda(); }
 void event_synchronize(void*) { no_cuda(); }
 void destroy_event(void*) {}
+void wait(const Stream&, const Stream&) { no_cuda(); }
 void begin_capture(const Stream&) { no_cuda(); }
 void* end_capture(const Stream&) { no_cuda(); }
 void launch_graph(void*, const Stream&) { no_cuda(); }

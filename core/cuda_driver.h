@@ -123,6 +123,8 @@ void* record_event(const Stream& s);
 bool event_done(void* event);
 void event_synchronize(void* event);
 void destroy_event(void* event);
+// Work issued on `waiter` from now on starts after the work queued on `on` so far (an event).
+void wait(const Stream& waiter, const Stream& on);
 // Stream capture into a CUDA graph: launches between begin and end are recorded, not run. The
 // graph is instantiated at the end; launch it any number of times, then destroy it.
 void begin_capture(const Stream& s);

@@ -1,5 +1,7 @@
 #include "jit/backend.h"
 
+#include "jit/cuda_graph.h"
+
 #include <pthread.h>
 
 #include <chrono>
@@ -76,6 +78,12 @@ std::shared_ptr<const Plan> native_plan(const Graph& g, const PlanRequest& r) {
     info->externs = fr.externs;
     auto plan = std::make_shared<Plan>(std::move(fr.graph));
     plan->set_fusion(info);
+    if (r.cuda_graphs) {
+      const std::string why = CudaGraphRunner::ineligible(plan->graph(), r.dynamic);
+      if (why.empty()) plan->set_cuda_graph(std::make_shared<CudaGraphRunner>(plan->graph()));
+      else KILN_LOG(fusion, "{}: runs kernel by kernel, not as a CUDA graph: {}", r.label, why);
+      update_stats([&](Stats& s) { why.empty() ? ++s.cuda_graph_plans : ++s.cuda_graph_refusals; });
+    }
     plan->set_label(r.label);
     update_stats([&](Stats& s) {
       s.fused_kernels += info->kernels;

@@ -15,6 +15,7 @@ struct PlanRequest {
   Backend backend = Backend::Native;
   bool async = false;
   bool dynamic = false;    // sizes become kernel parameters (one kernel serves every size)
+  bool cuda_graphs = false;  // CompileOptions::cuda_graphs
   std::string label;       // "fn0.3": function and entry, for logs
   std::string dump_base;   // KILN_DUMP_DIR/<name>.<entry> when dumps are on, else empty
 };

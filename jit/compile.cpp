@@ -185,7 +185,8 @@ std::string Stats::str() const {
   os << "time: capture " << capture_ms << " ms, passes " << passes_ms << " ms, compile " << compile_ms << " ms, run "
      << run_ms << " ms\n";
   os << "native: kernels=" << fused_kernels << " compiled=" << kernels_compiled << " cached=" << kernel_cache_hits
-     << " fallbacks=" << codegen_fallbacks << " async=" << async_compiles << "; fusion " << fusion_ms << " ms, codegen "
+     << " fallbacks=" << codegen_fallbacks << " async=" << async_compiles << " cuda_graphs=" << cuda_graph_plans
+     << "/" << cuda_graph_plans + cuda_graph_refusals << "; fusion " << fusion_ms << " ms, codegen "
      << codegen_ms << " ms\n";
   for (const auto& r : recompiles) os << "  recompile " << r.function << ": " << r.reason << "\n";
   for (const auto& r : graph_breaks) os << "  break " << r.function << ": " << r.reason << "\n";
@@ -620,6 +621,7 @@ std::shared_ptr<const Plan> Function::build_plan(const Graph& captured, uint64_t
   request.backend = opts.backend;
   request.async = opts.async;
   request.dynamic = dynamic;
+  request.cuda_graphs = opts.cuda_graphs;
   request.label = label;
   if (const char* dir = std::getenv("KILN_DUMP_DIR"); dir && *dir) {
     std::error_code ec;

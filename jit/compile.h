@@ -49,6 +49,11 @@ struct CompileOptions {
   Backend backend = Backend::Native;
   // Compile kernels on a background thread; until they are ready calls run on the interpreter.
   bool async = false;
+  // CUDA: replay a plan made only of fused kernels as one CUDA graph (torch.compile's
+  // "reduce-overhead"): one launch per call instead of one per kernel. Inputs are copied into
+  // the graph's own buffers and outputs out of them on every call (docs/cuda.md); plans with
+  // other nodes, or dynamic sizes, run as usual and say why in KILN_LOG=fusion.
+  bool cuda_graphs = false;
 };
 
 // Names a dim that varies between calls, so the first compile already treats it as symbolic.
@@ -92,6 +97,8 @@ struct Stats {
   int64_t kernel_cache_hits = 0;  // from the in-memory or disk kernel cache
   int64_t codegen_fallbacks = 0;  // graphs run on the interpreter because fusion/codegen failed
   int64_t async_compiles = 0;     // plans compiled in the background (options.async)
+  int64_t cuda_graph_plans = 0;     // plans replayed as CUDA graphs (options.cuda_graphs)
+  int64_t cuda_graph_refusals = 0;  // plans that asked and could not be (KILN_LOG=fusion says why)
   double fusion_ms = 0, codegen_ms = 0;
   std::vector<KernelStats> kernels;  // in the order their plans were built
   std::string str() const;

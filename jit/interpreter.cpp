@@ -1,5 +1,7 @@
 #include "jit/interpreter.h"
 
+#include "jit/cuda_graph.h"
+
 #include "autograd/grad_mode.h"
 #include "core/ops.h"
 #include "core/profiler.h"
@@ -85,6 +87,7 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
                     const RngKeys* rng, std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
   // An asynchronously compiled plan takes over once it is ready.
   if (const Plan* up = upgrade_.load(std::memory_order_acquire)) return up->run_impl(bindings, adopt, produced, rng, snapshots, scalars);
+  if (cuda_graph_ && !rng && !snapshots && !scalars && cuda_graph_->run(bindings, adopt, produced)) return;
   const Graph& g = graph_;
   KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
                        g.inputs.size());

@@ -14,6 +14,8 @@
 
 namespace kiln::jit {
 
+class CudaGraphRunner;
+
 // Attribute indices of a random op's (seed, offset), or (-1, -1) for a deterministic op.
 std::pair<int, int> rng_attr_indices(const OpDef& op);
 
@@ -32,6 +34,9 @@ class Plan {
   };
   const Fusion* fusion() const { return fusion_.get(); }
   void set_fusion(std::shared_ptr<const Fusion> f) { fusion_ = std::move(f); }
+  // Runs become replays of one CUDA graph (jit/cuda_graph.h); set before the plan is shared.
+  void set_cuda_graph(std::shared_ptr<CudaGraphRunner> r) { cuda_graph_ = std::move(r); }
+  bool uses_cuda_graph() const { return cuda_graph_ != nullptr; }
   // "<function>.<entry>": names its runs in profiler traces (empty: "graph").
   const std::string& label() const { return label_; }
   void set_label(std::string label) { label_ = std::move(label); }
@@ -76,6 +81,7 @@ class Plan {
   std::vector<char> direct_;
   std::vector<std::pair<int, int>> rng_attr_;  // per node: indices of its seed/offset attrs, or -1  // per node: a Mutate can write its target without a temporary
   std::shared_ptr<const Fusion> fusion_;
+  std::shared_ptr<CudaGraphRunner> cuda_graph_;  // CompileOptions::cuda_graphs, when the plan allows
   std::string label_;
   // Each node's IR line, for the profiler's node events (made on the first profiled run).
   mutable std::once_flag node_text_once_;

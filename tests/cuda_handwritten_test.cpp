@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "core/op.h"
 #include "kiln/kiln.h"
 #include "test_util.h"
 
@@ -19,6 +20,11 @@ struct Dim {
 static emu::Dim threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
 #define __device__
+using std::cos;  // the double overloads the .cuh's device code calls
+using std::fma;
+using std::log;
+using std::sin;
+using std::sqrt;
 template <class T>
 T atomicAdd(T* p, T v) {
   const T old = *p;
@@ -168,6 +174,71 @@ TEST(CudaHandwrittenKernels, Cumsum) {
   Tensor xi = randint(-100, 100, {4, 9}), yi = empty({4, 9}, TensorOptions(kInt64));
   run_grid([&] { kiln_cumsum_i64(ptr<long long>(yi), ptr<long long>(xi), 4, 9, 1); });
   EXPECT_TRUE(testing::close(yi, cumsum(xi, 1), 0, 0));
+}
+
+// The CPU kernel of a random row with explicit attributes.
+Tensor cpu_row(const char* row, const TensorList& in, const Attrs& a, const Shape& sizes, DType t) {
+  const OpDef& op = op_def(row);
+  TensorList out{empty(sizes, TensorOptions(t))};
+  op.kernels[static_cast<int>(DeviceType::CPU)](op, in, out, a);
+  return out[0];
+}
+
+TEST(CudaHandwrittenKernels, RandomRowsDrawTheCpuKernelsNumbers) {
+  const int64_t seed = 1234567, offset = 7;  // an offset inside a batch of 16 counters
+  const KilnPhilox key{static_cast<unsigned long long>(seed), static_cast<unsigned long long>(offset)};
+  const long long n = 1000;  // not a multiple of a batch
+  {
+    Tensor ref = cpu_row("uniform", {}, Attrs{Shape{n}, kFloat32, seed, offset, -2.0, 3.0}, {n}, kFloat32);
+    Tensor got = empty({n});
+    run_grid([&] { kiln_uniform_f32(ptr<float>(got), n, key, -2.0f, 5.0f, 3.0); });
+    // The CPU build contracts a * b + c where FMA hardware exists; the kernel's explicit fma then gives
+    // its bits exactly, and within an ulp otherwise.
+    EXPECT_TRUE(testing::close(got, ref, 0, 4.8e-7)) << "uniform f32";
+    Tensor ref64 = cpu_row("uniform", {}, Attrs{Shape{n}, kFloat64, seed, offset, 0.0, 1.0}, {n}, kFloat64);
+    Tensor got64 = empty({n}, TensorOptions(kFloat64));
+    run_grid([&] { kiln_uniform_f64(ptr<double>(got64), n, key, 0.0, 1.0, 1.0); });
+    EXPECT_TRUE(testing::close(got64, ref64, 0, 2.3e-16)) << "uniform f64";
+  }
+  {
+    Tensor ref = cpu_row("normal", {}, Attrs{Shape{n}, kFloat32, seed, offset, 1.0, 2.0}, {n}, kFloat32);
+    Tensor got = empty({n});
+    run_grid([&] { kiln_normal_f32(ptr<float>(got), n, key, 1.0f, 2.0f); });
+    EXPECT_TRUE(testing::close(got, ref, 2e-6, 2e-6)) << "normal f32";
+    Tensor ref64 = cpu_row("normal", {}, Attrs{Shape{n}, kFloat64, seed, offset, 0.0, 1.0}, {n}, kFloat64);
+    Tensor got64 = empty({n}, TensorOptions(kFloat64));
+    run_grid([&] { kiln_normal_f64(ptr<double>(got64), n, key, 0.0, 1.0); });
+    EXPECT_TRUE(testing::close(got64, ref64, 1e-14, 1e-14)) << "normal f64";
+  }
+  for (auto [low, high] : {std::pair<int64_t, int64_t>{-5, 17}, {-(int64_t{1} << 40), int64_t{1} << 41}}) {
+    Tensor ref = cpu_row("randint", {}, Attrs{Shape{n}, kInt64, seed, offset, low, high}, {n}, kInt64);
+    Tensor got = empty({n}, TensorOptions(kInt64));
+    const unsigned long long range = static_cast<unsigned long long>(high) - static_cast<unsigned long long>(low);
+    run_grid([&] { kiln_randint_i64(ptr<long long>(got), n, key, low, range); });
+    EXPECT_TRUE(testing::close(got, ref, 0, 0)) << "randint [" << low << ", " << high << ")";
+  }
+  {
+    Tensor p = rand({n});
+    Tensor ref = cpu_row("bernoulli", {p}, Attrs{seed, offset}, {n}, kFloat32);
+    Tensor got = empty({n});
+    run_grid([&] { kiln_bernoulli_f32(ptr<float>(got), ptr<float>(p), n, key); });
+    EXPECT_TRUE(testing::close(got, ref, 0, 0)) << "bernoulli";
+    Tensor refs = cpu_row("bernoulli_scalar", {}, Attrs{Shape{n}, kUInt8, seed, offset, 0.3}, {n}, kUInt8);
+    Tensor gots = empty({n}, TensorOptions(kUInt8));
+    run_grid([&] { kiln_bernoulli_scalar_u8(ptr<unsigned char>(gots), n, key, static_cast<unsigned long long>(0.3 * 4294967296.0)); });
+    EXPECT_TRUE(testing::close(gots, refs, 0, 0)) << "bernoulli_scalar";
+  }
+  for (DType t : {kFloat32, kFloat64}) {
+    Tensor x = randn({n}).to(t);
+    Tensor ref = cpu_row("dropout", {x}, Attrs{0.25, seed, offset}, {n}, t);
+    Tensor got = empty({n}, TensorOptions(t));
+    const unsigned long long thr = static_cast<unsigned long long>(0.25 * 4294967296.0);
+    if (t == kFloat32)
+      run_grid([&] { kiln_dropout_f32(ptr<float>(got), ptr<float>(x), n, key, thr, static_cast<float>(1.0 / 0.75)); });
+    else
+      run_grid([&] { kiln_dropout_f64(ptr<double>(got), ptr<double>(x), n, key, thr, 1.0 / 0.75); });
+    EXPECT_TRUE(testing::close(got, ref, 0, 0)) << "dropout " << t;
+  }
 }
 
 }  // namespace

@@ -179,6 +179,18 @@ TEST(CudaWithoutDevice, DeviceTensorsRaiseClearly) {
   EXPECT_TRUE(cuda::host_fallback_counts().empty());
 }
 
+TEST(CudaGraphsOption, PlansThatCannotBeCudaGraphsRunAsUsual) {
+  // CPU kernels: nothing to capture; the plan runs kernel by kernel and the refusal is counted.
+  jit::reset();
+  jit::CompileOptions o;
+  o.cuda_graphs = true;
+  auto f = jit::compile([](const Tensor& x) { return (x * 2).exp() + 1; }, o);
+  Tensor x = randn({16});
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(testing::close(f(x), (x * 2).exp() + 1, 1e-6, 1e-6));
+  if (jit::stats().fused_kernels > 0) EXPECT_GE(jit::stats().cuda_graph_refusals, 1);
+  EXPECT_EQ(jit::stats().cuda_graph_plans, 0);
+}
+
 #if KILN_HAS_CUDA_TOOLKIT
 
 // ---- the registry's CUDA column and the eager kernels, compiled without a device -----------------
@@ -296,7 +308,8 @@ TEST(CudaHandwritten, CompilesWithNvrtcForSm80AndSm90WithoutWarnings) {
     EXPECT_FALSE(bin->cubin.empty()) << "sm_" << arch;
     EXPECT_EQ(bin->log, "") << "sm_" << arch;
     for (const char* k : {"kiln_index_select_4", "kiln_gather_8", "kiln_scatter_add_f32", "kiln_max_pool2d_f64",
-                          "kiln_avg_pool2d_backward_f32", "kiln_cumsum_i64"})
+                          "kiln_avg_pool2d_backward_f32", "kiln_cumsum_i64", "kiln_uniform_f32", "kiln_normal_f64",
+                          "kiln_randint_i64", "kiln_bernoulli_f32", "kiln_dropout_f64"})
       EXPECT_NE(bin->ptx.find(std::string(".entry ") + k), std::string::npos) << k;
   }
 }
@@ -540,6 +553,29 @@ TEST_F(CudaDevice, CompiledEqualsEager) {
   Tensor x = gpu(randn({64, 100})), y = gpu(randn({100}));
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(testing::close(compiled(x, y).cpu(), f(x, y).cpu(), 1e-5, 1e-6));
   EXPECT_GT(jit::stats().fused_kernels, 0);
+}
+
+TEST_F(CudaDevice, CompiledPlansReplayAsCudaGraphs) {
+  jit::reset();
+  jit::CompileOptions o;
+  o.cuda_graphs = true;
+  auto f = [](const Tensor& x, const Tensor& y) { return softmax((x * 1.5 + y).relu().tanh(), -1); };
+  auto g = jit::compile(f, o);
+  Tensor y = gpu(randn({100}));
+  for (int i = 0; i < 5; ++i) {
+    Tensor x = gpu(randn({64, 100}));  // a new input every call: copied into the graph's buffers
+    EXPECT_TRUE(testing::close(g(x, y).cpu(), f(x, y).cpu(), 1e-5, 1e-6)) << "call " << i;
+  }
+  EXPECT_GT(jit::stats().cuda_graph_plans, 0);
+  // In-place updates of an input reach the caller's tensor.
+  auto step = jit::compile([](const Tensor& p, const Tensor& gr) {
+    Tensor q = p;
+    q.sub_(gr * 0.1);
+    return q.sum();
+  }, o);
+  Tensor p = gpu(ones({32})), gr = gpu(full({32}, 2.0));
+  for (int i = 0; i < 4; ++i) step(p, gr);
+  EXPECT_TRUE(testing::close(p.cpu(), full({32}, 1.0 - 4 * 0.2), 1e-6, 1e-6));
 }
 
 #endif  // KILN_HAS_CUDA_TOOLKIT

@@ -1,6 +1,7 @@
-// CUDA kernels of the rows with data-dependent addressing (kernels/cuda/handwritten.cuh):
-// index_select, embedding, gather, scatter, scatter_add, max/avg pooling and their backward rows,
-// cumsum. The source is compiled by NVRTC once per device (and cached on disk like every kernel).
+// CUDA kernels of the rows with data-dependent addressing and of the random rows
+// (kernels/cuda/handwritten.cuh): index_select, embedding, gather, scatter, scatter_add, max/avg
+// pooling and their backward rows, cumsum, uniform, normal, randint, bernoulli, dropout (the same
+// numbers as the CPU kernels for the same seed and offset; randperm stays on the host). The source is compiled by NVRTC once per device (and cached on disk like every kernel).
 // Index values are checked on the device before the launch (a reduction and one synchronisation),
 // raising the CPU kernels' errors; dtypes a kernel has no version for go to the host fallback.
 #include <map>
@@ -28,6 +29,9 @@ struct KilnIndexGeom {
 };
 struct KilnPool {
   long long planes, H, W, oH, oW, kH, kW, sH, sW, pH, pW, dH, dW, count_include_pad;
+};
+struct KilnPhilox {
+  unsigned long long seed, offset;
 };
 
 int device_of(const Tensor& t) { return t.device().index() < 0 ? 0 : t.device().index(); }
@@ -251,6 +255,114 @@ void cumsum_cuda(const OpDef& op, const TensorList& in, TensorList& out, const A
   });
 }
 
+// ---- random rows: the CPU kernels' numbers (handwritten.cuh) -------------------------------------
+
+KilnPhilox key_at(const Attrs& a, size_t i) {
+  return KilnPhilox{static_cast<unsigned long long>(a.i(i)), static_cast<unsigned long long>(a.i(i + 1))};
+}
+
+void uniform_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+  const std::string sfx = float_suffix(out[0].dtype());
+  if (sfx.empty()) return host_fallback(op, in, out, a);
+  into_contiguous(out[0], [&](Tensor& o) {
+    KilnPhilox key = key_at(a, 2);
+    uint64_t po = addr(o);
+    long long n = o.numel();
+    double to = a.d(5);
+    if (o.dtype() == kFloat32) {
+      float from = static_cast<float>(a.d(4)), range = static_cast<float>(a.d(5) - a.d(4));
+      launch(o, "kiln_uniform_f32", n, {&po, &n, &key, &from, &range, &to});
+    } else {
+      double from = a.d(4), range = a.d(5) - a.d(4);
+      launch(o, "kiln_uniform_f64", n, {&po, &n, &key, &from, &range, &to});
+    }
+  });
+}
+
+void normal_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+  const std::string sfx = float_suffix(out[0].dtype());
+  if (sfx.empty()) return host_fallback(op, in, out, a);
+  into_contiguous(out[0], [&](Tensor& o) {
+    KilnPhilox key = key_at(a, 2);
+    uint64_t po = addr(o);
+    long long n = o.numel();
+    if (o.dtype() == kFloat32) {
+      float mean = static_cast<float>(a.d(4)), stdv = static_cast<float>(a.d(5));
+      launch(o, "kiln_normal_f32", n, {&po, &n, &key, &mean, &stdv});
+    } else {
+      double mean = a.d(4), stdv = a.d(5);
+      launch(o, "kiln_normal_f64", n, {&po, &n, &key, &mean, &stdv});
+    }
+  });
+}
+
+void randint_cuda(const OpDef&, const TensorList&, TensorList& out, const Attrs& a) {
+  NoGradGuard no_grad;
+  Tensor values = empty(out[0].sizes(), TensorOptions(kInt64).device(out[0].device()));
+  KilnPhilox key = key_at(a, 2);
+  uint64_t po = addr(values);
+  long long n = values.numel(), low = a.i(4);
+  unsigned long long range = static_cast<unsigned long long>(a.i(5)) - static_cast<unsigned long long>(a.i(4));
+  launch(values, "kiln_randint_i64", n, {&po, &n, &key, &low, &range});
+  out[0].copy_(values);
+}
+
+void bernoulli_scalar_cuda(const OpDef&, const TensorList&, TensorList& out, const Attrs& a) {
+  NoGradGuard no_grad;
+  Tensor bits = empty(out[0].sizes(), TensorOptions(kUInt8).device(out[0].device()));
+  KilnPhilox key = key_at(a, 2);
+  uint64_t po = addr(bits);
+  long long n = bits.numel();
+  unsigned long long thr = static_cast<unsigned long long>(a.d(4) * 4294967296.0);
+  launch(bits, "kiln_bernoulli_scalar_u8", n, {&po, &n, &key, &thr});
+  out[0].copy_(bits);
+}
+
+void bernoulli_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+  const std::string sfx = float_suffix(in[0].dtype());
+  if (sfx.empty()) return host_fallback(op, in, out, a);
+  NoGradGuard no_grad;
+  const Tensor p = in[0].contiguous();
+  const int64_t count = p.numel();
+  if (count > 0) {
+    Tensor flat = p.reshape({-1});
+    Tensor bad = logical_not(logical_and(flat.ge(Scalar(0)), flat.le(Scalar(1))));
+    if (any(bad).item().to<bool>()) {
+      Tensor iota = arange(count, TensorOptions(kInt64)).to(p.device());
+      const int64_t at = where(bad, iota, Scalar(count)).amin().item().to<int64_t>();
+      KILN_FAIL("[", op.name, "] expected all elements of p to be in [0, 1], but got ", flat[at].item().to<double>(),
+                " at index ", at);
+    }
+  }
+  into_contiguous(out[0], [&](Tensor& o) {
+    KilnPhilox key = key_at(a, 0);
+    uint64_t po = addr(o), pp = addr(p);
+    long long n = count;
+    launch(o, "kiln_bernoulli_" + sfx, n, {&po, &pp, &n, &key});
+  });
+}
+
+void dropout_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+  const std::string sfx = float_suffix(in[0].dtype());
+  if (sfx.empty()) return host_fallback(op, in, out, a);
+  NoGradGuard no_grad;
+  into_contiguous(out[0], [&](Tensor& o) {
+    const Tensor x = in[0].contiguous();
+    const double p = a.d(0);
+    KilnPhilox key{static_cast<unsigned long long>(a.i(1)), static_cast<unsigned long long>(a.i(2))};
+    uint64_t po = addr(o), px = addr(x);
+    long long n = x.numel();
+    unsigned long long thr = static_cast<unsigned long long>(p * 4294967296.0);
+    if (x.dtype() == kFloat32) {
+      float scale = static_cast<float>(1.0 / (1.0 - p));
+      launch(o, "kiln_dropout_f32", n, {&po, &px, &n, &key, &thr, &scale});
+    } else {
+      double scale = 1.0 / (1.0 - p);
+      launch(o, "kiln_dropout_f64", n, {&po, &px, &n, &key, &thr, &scale});
+    }
+  });
+}
+
 }  // namespace
 
 const char* handwritten_cuda_source() { return kHandwrittenCudaSource; }
@@ -268,6 +380,12 @@ void register_cuda_handwritten_kernels(OpRegistry& r) {
   r.mutable_get("avg_pool2d").kernels[kCudaIdx] = &avg_pool_cuda;
   r.mutable_get("avg_pool2d_backward").kernels[kCudaIdx] = &avg_pool_backward_cuda;
   r.mutable_get("cumsum").kernels[kCudaIdx] = &cumsum_cuda;
+  r.mutable_get("uniform").kernels[kCudaIdx] = &uniform_cuda;
+  r.mutable_get("normal").kernels[kCudaIdx] = &normal_cuda;
+  r.mutable_get("randint").kernels[kCudaIdx] = &randint_cuda;
+  r.mutable_get("bernoulli_scalar").kernels[kCudaIdx] = &bernoulli_scalar_cuda;
+  r.mutable_get("bernoulli").kernels[kCudaIdx] = &bernoulli_cuda;
+  r.mutable_get("dropout").kernels[kCudaIdx] = &dropout_cuda;
 }
 }  // namespace ops_registration
 

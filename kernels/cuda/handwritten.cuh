@@ -1,6 +1,9 @@
 // Hand-written CUDA kernels for the rows the fusion backend cannot express (data-dependent
-// addressing): index_select/embedding, gather, scatter, scatter_add, max/avg pooling and their
-// backward rows, cumsum. The library compiles this file with NVRTC at run time (its text is
+// addressing, random numbers): index_select/embedding, gather, scatter, scatter_add, max/avg
+// pooling and their backward rows, cumsum, and the random rows (uniform, normal, randint,
+// bernoulli, dropout) — these draw the very numbers the CPU kernels draw for the same (seed,
+// offset): the same Philox4x32-10 blocks, each element reading the word kernels/cpu/random_kernel.h
+// assigns it. The library compiles this file with NVRTC at run time (its text is
 // embedded at build time, kernels/cuda/handwritten.cpp); tests/cuda_runtime_test.cpp also compiles
 // it as C++ on the host with a one-thread emulation of the launch, and checks every kernel against
 // the CPU kernels — so keep it plain C++ that both compilers take: no headers, no shared memory, no
@@ -227,3 +230,136 @@ KILN_FLOAT_KERNELS(f64, double)
 extern "C" __global__ void kiln_cumsum_i64(long long* out, const long long* x, long long outer, long long n, long long inner) {
   kiln_cumsum<long long, long long>(out, x, outer, n, inner);
 }
+
+// ---- random numbers: Philox4x32-10, laid out as kernels/cpu/random_kernel.h -----------------------
+// `a * b + c` is an explicit fma where the CPU kernels' expression is one that GCC contracts in the
+// -march=native build (FMA hardware): the same bits there, within an ulp on a CPU build without.
+// A batch of 16 blocks (counters offset + 16 b + lane) gives 64 words, word w of lane l being the
+// batch's word w * 16 + l. Single-word values: element i is word i % 64 of batch i / 64. Two-word
+// values: element i reads words k and k + 32 of batch i / 32 (k = i % 32).
+
+struct KilnPhilox {
+  unsigned long long seed, offset;
+};
+
+__device__ void kiln_philox_block(KilnPhilox key, unsigned long long counter, unsigned int out[4]) {
+  unsigned int c0 = (unsigned int)counter, c1 = (unsigned int)(counter >> 32), c2 = 0, c3 = 0;
+  unsigned int k0 = (unsigned int)key.seed, k1 = (unsigned int)(key.seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const unsigned long long p0 = (unsigned long long)0xD2511F53u * c0, p1 = (unsigned long long)0xCD9E8D57u * c2;
+    const unsigned int n0 = (unsigned int)(p1 >> 32) ^ c1 ^ k0, n2 = (unsigned int)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (unsigned int)p1;
+    c3 = (unsigned int)p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
+// Word k (< 64) of batch b.
+__device__ unsigned int kiln_philox_word(KilnPhilox key, long long b, int k) {
+  unsigned int w[4];
+  kiln_philox_block(key, key.offset + (unsigned long long)b * 16 + (unsigned long long)(k % 16), w);
+  return w[k / 16];
+}
+
+__device__ float kiln_bits_f32(unsigned int w) { return (float)(int)(w >> 8) * 5.9604644775390625e-08f; }  // 2^-24
+__device__ float kiln_bits_f32_open0(unsigned int w) { return (float)(int)((w >> 8) + 1u) * 5.9604644775390625e-08f; }
+__device__ double kiln_bits_f64(unsigned int hi, unsigned int lo) {
+  return (double)(long long)((((unsigned long long)hi << 32) | lo) >> 11) * 1.1102230246251565e-16;  // 2^-53
+}
+__device__ double kiln_bits_f64_open0(unsigned int hi, unsigned int lo) {
+  return (double)(long long)(((((unsigned long long)hi << 32) | lo) >> 11) + 1u) * 1.1102230246251565e-16;
+}
+
+extern "C" __global__ void kiln_uniform_f32(float* out, long long n, KilnPhilox key, float from, float range, double to) {
+  KILN_LOOP(i, n) {
+    const float v = fmaf(kiln_bits_f32(kiln_philox_word(key, i / 64, (int)(i % 64))), range, from);
+    out[i] = (double)v < to ? v : from;  // rounding may reach `to`: wrap it to `from`, as the CPU
+  }
+}
+
+extern "C" __global__ void kiln_uniform_f64(double* out, long long n, KilnPhilox key, double from, double range, double to) {
+  KILN_LOOP(i, n) {
+    const int k = (int)(i % 32);
+    unsigned int w[4];
+    kiln_philox_block(key, key.offset + (unsigned long long)(i / 32) * 16 + (unsigned long long)(k % 16), w);
+    const double v = fma(kiln_bits_f64(w[k / 16], w[k / 16 + 2]), range, from);
+    out[i] = v < to ? v : from;
+  }
+}
+
+// Box-Muller: pair k gives values k (cos) and k + 32 (sin) of a batch of 64 (float32), or k and
+// k + 16 of a batch of 32 (float64), as the CPU kernel.
+extern "C" __global__ void kiln_normal_f32(float* out, long long n, KilnPhilox key, float mean, float stdv) {
+  KILN_LOOP(i, n) {
+    const int j = (int)(i % 64), k = j % 32;
+    unsigned int w[4];
+    kiln_philox_block(key, key.offset + (unsigned long long)(i / 64) * 16 + (unsigned long long)(k % 16), w);
+    const float r = sqrtf(-2.0f * logf(kiln_bits_f32_open0(w[k / 16])));
+    const float th = 6.28318530717958647692f * kiln_bits_f32(w[k / 16 + 2]);
+    out[i] = fmaf(stdv * r, j < 32 ? cosf(th) : sinf(th), mean);
+  }
+}
+
+extern "C" __global__ void kiln_normal_f64(double* out, long long n, KilnPhilox key, double mean, double stdv) {
+  KILN_LOOP(i, n) {
+    const int j = (int)(i % 32), k = j % 16;
+    unsigned int w[4];
+    kiln_philox_block(key, key.offset + (unsigned long long)(i / 32) * 16 + (unsigned long long)k, w);
+    const double r = sqrt(-2.0 * log(kiln_bits_f64_open0(w[0], w[1])));
+    const double th = 6.283185307179586476925 * kiln_bits_f64(w[2], w[3]);
+    out[i] = fma(stdv * r, j < 16 ? cos(th) : sin(th), mean);
+  }
+}
+
+// Values low + [0, range) as int64 (the caller casts to the output dtype); Lemire's multiply-high.
+extern "C" __global__ void kiln_randint_i64(long long* out, long long n, KilnPhilox key, long long low,
+                                            unsigned long long range) {
+  KILN_LOOP(i, n) {
+    unsigned long long r;
+    if (range <= (1ull << 32)) {
+      r = ((unsigned long long)kiln_philox_word(key, i / 64, (int)(i % 64)) * range) >> 32;
+    } else {
+      const int k = (int)(i % 32);
+      unsigned int w[4];
+      kiln_philox_block(key, key.offset + (unsigned long long)(i / 32) * 16 + (unsigned long long)(k % 16), w);
+      const unsigned long long x = ((unsigned long long)w[k / 16] << 32) | w[k / 16 + 2];
+      // the high 64 bits of the 128-bit product x * range
+      const unsigned long long xl = x & 0xffffffffull, xh = x >> 32, rl = range & 0xffffffffull, rh = range >> 32;
+      const unsigned long long ll = xl * rl, lh = xl * rh, hl = xh * rl, hh = xh * rh;
+      const unsigned long long mid = (ll >> 32) + (lh & 0xffffffffull) + (hl & 0xffffffffull);
+      r = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+    }
+    out[i] = (long long)((unsigned long long)low + r);
+  }
+}
+
+// 1 where the element's word is below the threshold of p (a tensor of probabilities, or `thr`).
+#define KILN_BERNOULLI_KERNEL(N, T)                                                                           \
+  extern "C" __global__ void kiln_bernoulli_##N(T* out, const T* p, long long n, KilnPhilox key) {             \
+    KILN_LOOP(i, n) {                                                                                         \
+      const unsigned long long thr = (unsigned long long)((double)p[i] * 4294967296.0);                        \
+      out[i] = (unsigned long long)kiln_philox_word(key, i / 64, (int)(i % 64)) < thr ? (T)1 : (T)0;           \
+    }                                                                                                         \
+  }
+KILN_BERNOULLI_KERNEL(f32, float)
+KILN_BERNOULLI_KERNEL(f64, double)
+
+extern "C" __global__ void kiln_bernoulli_scalar_u8(unsigned char* out, long long n, KilnPhilox key,
+                                                    unsigned long long thr) {
+  KILN_LOOP(i, n) out[i] = (unsigned long long)kiln_philox_word(key, i / 64, (int)(i % 64)) < thr ? 1 : 0;
+}
+
+// Kept (word >= threshold of p) values scaled by 1 / (1 - p), computed in float for float32.
+#define KILN_DROPOUT_KERNEL(N, T)                                                                             \
+  extern "C" __global__ void kiln_dropout_##N(T* out, const T* x, long long n, KilnPhilox key,                \
+                                              unsigned long long thr, T scale) {                              \
+    KILN_LOOP(i, n) {                                                                                         \
+      out[i] = (unsigned long long)kiln_philox_word(key, i / 64, (int)(i % 64)) >= thr ? x[i] * scale : (T)0;  \
+    }                                                                                                         \
+  }
+KILN_DROPOUT_KERNEL(f32, float)
+KILN_DROPOUT_KERNEL(f64, double)
