@@ -143,6 +143,8 @@ TensorList OpNode::apply(TensorList&& grads) {
     const InputGeometry& g = geometry_[i];
     if (r[i].sizes() != IntArrayRef(g.sizes)) r[i] = sum_to(r[i], g.sizes);
     if (r[i].dtype() != g.dtype) r[i] = r[i].to(g.dtype);
+    // A copy across devices (x.to(kCUDA)) sends its gradient back to the input's device.
+    if (r[i].device() != g.device) r[i] = r[i].to(g.device);
   }
   return r;
 }

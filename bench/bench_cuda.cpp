@@ -3,6 +3,7 @@
 //   Copy_D2D_64M          device-to-device copy of 16M float32 (the bandwidth ceiling, read + write)
 //   Chain_16M/...         ((x*1.5 + y).relu() * z).tanh() + x: eager CUDA ops vs jit::compile (one
 //                         NVRTC kernel); GBps counts 16 bytes per element; of_copy = GBps / the copy's
+//   Chain_1K/...          the same chain on 1K elements (launch-bound): eager, compiled, CUDA graph
 //   SoftmaxWritten/...    max, sub, exp, sum, div over [4096, 1024]: eager, compiled, built-in softmax
 //   LayerNormWritten/...  mean, var, rsqrt ... over [4096, 1024]: eager, compiled, built-in layer_norm
 //   MLPStep_b64/...       784-512-512-10 MLP, cross_entropy, SGD momentum: eager vs compiled
@@ -53,6 +54,25 @@ void BM_Chain_16M(benchmark::State& state, bool compiled) {
   }
   state.counters["GBps"] =
       benchmark::Counter(16.0 * (1 << 24) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// Launch-overhead bound: 1K elements, eager (6 launches), compiled (1 fused kernel), and compiled
+// as a CUDA graph (CompileOptions::cuda_graphs: one graph launch plus the input/output copies).
+void BM_Chain_1K(benchmark::State& state, int mode) {
+  if (skip_without_gpu(state)) return;
+  manual_seed(0);
+  Tensor x = randn({1024}).to(kGpu), y = randn({1024}).to(kGpu), z = randn({1024}).to(kGpu);
+  jit::CompileOptions o;
+  o.cuda_graphs = mode == 2;
+  auto f = jit::compile(chain, o);
+  Tensor out;
+  for (int i = 0; i < 3; ++i) out = mode == 0 ? chain(x, y, z) : f(x, y, z);
+  sync();
+  for (auto _ : state) {
+    out = mode == 0 ? chain(x, y, z) : f(x, y, z);
+    sync();
+  }
+  state.counters["cuda_graph_plans"] = static_cast<double>(jit::stats().cuda_graph_plans);
 }
 
 Tensor softmax_written(const Tensor& x) {
@@ -123,6 +143,9 @@ void BM_MLPStep_b64(benchmark::State& state, bool compiled) {
 BENCHMARK(BM_Copy_D2D_64M)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Chain_16M, eager, false)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Chain_16M, compiled, true)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Chain_1K, eager, 0)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Chain_1K, compiled, 1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Chain_1K, cuda_graph, 2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_SoftmaxWritten, eager, 0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_SoftmaxWritten, compiled, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_SoftmaxWritten, builtin, 2)->UseRealTime()->Unit(benchmark::kMillisecond);

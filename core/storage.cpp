@@ -13,10 +13,8 @@ std::array<DeviceAllocator, kNumDeviceTypes>& allocators() {
     std::array<DeviceAllocator, kNumDeviceTypes> init{};
     init[static_cast<int>(DeviceType::CPU)].alloc = [](size_t n, int) { return cpu_alloc(n); };
     init[static_cast<int>(DeviceType::CPU)].free = [](void* p, size_t n, int) { cpu_free(p, n); };
-#if KILN_HAS_CUDA_TOOLKIT
-    // Without a driver the first allocation raises, saying why (cuda::unavailable_reason()).
+    // Without the toolkit or a driver the first allocation raises, saying why (cuda::unavailable_reason()).
     init[static_cast<int>(DeviceType::CUDA)] = cuda::device_allocator_hooks();
-#endif
     return init;
   }();
   return a;

@@ -315,6 +315,7 @@ class Partitioner {
 
   const Graph& g_;
   FusionOptions opts_;
+  bool fusible_type(DType t) const { return fusible_dtype(t) || opts_.reduced_float; }
   int current_ = -1;        // the node try_add is adding
   std::set<int> inlined_;  // storages of other groups it recomputed instead of reading
   std::vector<Group> groups_;
@@ -352,7 +353,7 @@ int Partitioner::gen(Group& G, int u, const Affine& m) {
     Scalar c = def.constant.item();
     return constant(G, c.is_floating_point() ? c.to_double() : static_cast<double>(c.to_int()), val.dtype);
   }
-  if (!fusible_dtype(val.dtype)) throw Failure{};
+  if (!fusible_type(val.dtype)) throw Failure{};
   if (G.writes.count(s)) throw Failure{};  // written by the group at another geometry
   int b = buffer(G, s, u, val.dtype);
   G.k.buffers[idx(b)].read = true;
@@ -400,6 +401,8 @@ int Partitioner::pointwise(Group& G, int ni, const Affine& m) {
     DType promo = promoted(g_, operands);
     DType compute = promo;
     if (n.op->rule == PointwiseRule::FloatOut && !is_floating_point(promo)) compute = default_dtype();
+    // float16/bfloat16 compute in float32 and round once, as the eager kernels (opmath) do.
+    if (compute == DType::Float16 || compute == DType::BFloat16) compute = DType::Float32;
     for (int& a : args) a = cast(G, a, compute);
     ExprBuilder b(G.k);
     r = apply_formula(b, n.op->name, args, compute);
@@ -530,8 +533,8 @@ bool Partitioner::fusible(const Node& n) const {
   if (!n.op || (n.kind != NodeKind::Op && n.kind != NodeKind::Mutate)) return false;
   if (n.runtime_slot >= 0) return false;
   for (int v : n.outputs)
-    if (!fusible_dtype(g_.value(v).dtype)) return false;
-  if (n.kind == NodeKind::Mutate && (!fusible_dtype(g_.value(n.target).dtype) || !non_overlapping(g_.value(n.target))))
+    if (!fusible_type(g_.value(v).dtype)) return false;
+  if (n.kind == NodeKind::Mutate && (!fusible_type(g_.value(n.target).dtype) || !non_overlapping(g_.value(n.target))))
     return false;
   for (int v : n.inputs)
     if (v < 0 && n.op->name != "layer_norm") return false;
@@ -832,7 +835,7 @@ FusionResult Partitioner::run() {
       const bool whole = info.input < 0 && t.offset == 0 && static_cast<size_t>(numel) * itemsize(t.dtype) == info.nbytes;
       close_hazards(ni, -1);
       fills_.erase(t.storage);
-      if (whole && fusible_dtype(t.dtype)) {
+      if (whole && fusible_type(t.dtype)) {
         const Scalar& v = n.attrs.scalar(0);
         fills_[t.storage] = {v.is_floating_point() ? v.to_double() : static_cast<double>(v.to_int()), t.dtype};
         fill_node_[t.storage] = ni;

@@ -41,6 +41,9 @@ struct FusionOptions {
   // Sizes, strides and offsets other than 0 and 1 become kernel parameters, so that a kernel
   // built for one batch size serves every batch size (dynamic entries).
   bool symbolic_sizes = false;
+  // float16/bfloat16 values fuse (computed in float32, rounded once per op, as the eager kernels
+  // do). For CUDA kernels only: the LLVM renderer has no float16/bfloat16 code.
+  bool reduced_float = false;
 };
 
 struct FusionResult {

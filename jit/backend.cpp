@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -49,7 +50,12 @@ std::shared_ptr<const Plan> native_plan(const Graph& g, const PlanRequest& r) {
   try {
     auto t0 = Clock::now();
     profiler::Scope fusion_scope("fusion", profiler::Category::Jit);
-    fusion::FusionResult fr = fusion::fuse(g, fusion::FusionOptions{r.dynamic});
+    fusion::FusionOptions fo;
+    fo.symbolic_sizes = r.dynamic;
+    // float16/bfloat16 fuse in CUDA graphs only (the LLVM renderer has no code for them).
+    fo.reduced_float = !g.values.empty() && std::all_of(g.values.begin(), g.values.end(),
+                                                         [](const Value& v) { return v.device.is_cuda(); });
+    fusion::FusionResult fr = fusion::fuse(g, fo);
     // Kernel names carry their plan's label, as its dump files do: names in the profiler's
     // trace, in jit::stats() and in <label>.kernels.txt are then the same, and unique.
     if (!r.label.empty()) {

@@ -16,14 +16,14 @@ if [ "${KILN_GPU_SKIP_BUILD:-0}" != "1" ]; then
   bash scripts/install_deps.sh || exit 1
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_WITH_CUDA=ON -DKILN_BENCH_LIBTORCH=OFF \
         -DKILN_BUILD_SAMPLES=OFF >/dev/null || exit 1
-  cmake --build "$build" -j"$jobs" --target test_cuda_runtime test_cuda_codegen bench_cuda || exit 1
+  cmake --build "$build" -j"$jobs" --target test_cuda_runtime test_cuda_codegen test_cuda_handwritten bench_cuda || exit 1
 fi
 mkdir -p "$out"
 export OMP_WAIT_POLICY=PASSIVE
 status=0
 echo "== device"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-for t in test_cuda_runtime test_cuda_codegen; do
+for t in test_cuda_runtime test_cuda_codegen test_cuda_handwritten; do
   echo "== $t"
   "$build/tests/$t" --gtest_brief=1 --gtest_output="json:$out/$t.json" || status=1
 done
@@ -34,7 +34,7 @@ python3 - "$out" <<'PY'
 import json, sys, os
 out = sys.argv[1]
 print("\n== summary (" + out + ")")
-for t in ("test_cuda_runtime", "test_cuda_codegen"):
+for t in ("test_cuda_runtime", "test_cuda_codegen", "test_cuda_handwritten"):
     p = os.path.join(out, t + ".json")
     if not os.path.exists(p):
         print(f"{t:22s} did not run"); continue
@@ -48,7 +48,7 @@ if os.path.exists(p):
     print(f"{'benchmark':40s} {'ms':>9s} {'GB/s':>8s} {'of copy':>8s} {'vs eager':>9s}")
     for name, x in b.items():
         gbps = x.get("GBps", 0) / 1e9
-        eager = b.get(name.replace("/compiled", "/eager").replace("/builtin", "/eager"))
+        eager = b.get(name.replace("/compiled", "/eager").replace("/builtin", "/eager").replace("/cuda_graph", "/eager"))
         ratio = eager["real_time"] / x["real_time"] if eager and eager is not x else None
         print(f"{name:40s} {x['real_time']:9.3f} {gbps:8.1f} {gbps / copy if copy and gbps else 0:8.2f} "
               f"{ratio if ratio else 0:9.2f}")

@@ -157,6 +157,7 @@ std::shared_ptr<CudaPlan> build_plan(const OpDef& op, const TensorList& in, cons
 
   fusion::FusionOptions fo;
   fo.symbolic_sizes = true;  // one kernel source for every shape of this layout class
+  fo.reduced_float = true;   // the CUDA renderer has float16/bfloat16 code
   fusion::FusionResult r = fusion::fuse(g, fo);
   auto plan = std::make_shared<CudaPlan>();
   std::vector<const fusion::Kernel*> kernels;
