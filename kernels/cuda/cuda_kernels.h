@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/op.h"
+#include "core/ops.h"
 #include "fusion/kernel_ir.h"
 
 namespace kiln {
@@ -26,6 +27,15 @@ void cuda_copy(const Tensor& src, const Tensor& dst);
 // without a device — the tests compile them with NVRTC. Empty when the call goes to the host.
 std::vector<fusion::Kernel> eager_cuda_kernels(const OpDef& op, const TensorList& in, const TensorList& out,
                                                const Attrs& attrs);
+// Calls f(t) with `out` itself when it is contiguous (as call_op's outputs are), else with a
+// contiguous temporary then copied into `out`: for kernels that write dense memory.
+template <class F>
+void into_contiguous(Tensor& out, F&& f) {
+  if (out.is_contiguous()) return f(out);
+  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
+  f(tmp);
+  out.copy_(tmp);
+}
 // Runs `op`'s CPU kernel on host copies of the inputs and copies the outputs back into `out`.
 void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs);
 

@@ -138,13 +138,30 @@ bool usable(const TensorList& in, const TensorList& out) {
 Tensor batched4(const Tensor& t) { return t.dim() == 4 ? t : t.unsqueeze(0); }
 int device_of(const Tensor& t) { return t.device().index() < 0 ? 0 : t.device().index(); }
 
-// Results go into a contiguous tensor (cuDNN's filters must be; outputs of call_op are).
-template <class F>
-void into_contiguous(Tensor& out, F&& f) {
-  if (out.is_contiguous()) return f(out);
-  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
-  f(tmp);
-  out.copy_(tmp);
+// The steps every convolution direction shares: the handle on the current stream, cuDNN's ranked
+// algorithms, then the first that runs within a workspace. `algos(h, perf, &n)` fills the ranking,
+// `bytes(h, algo, &size)` asks an algorithm's workspace, `run(h, algo, alpha, ws, size, beta)` runs it.
+template <class Perf, class Algos, class Bytes, class Run>
+void run_convolution(const char* op, const char* what, const Tensor& out, Algos&& algos, Bytes&& bytes, Run&& run) {
+  const int device = device_of(out);
+  cudnnHandle_t h = handle_for(device);
+  check(cudnn().cudnnSetStream(h, static_cast<cudaStream_t>(cuda::current_stream(device).handle)), op, "cudnnSetStream");
+  Perf perf[8];
+  int n = 0;
+  check(algos(h, perf, &n), op, "finding an algorithm");
+  const double one = 1, zero = 0;
+  const float onef = 1, zerof = 0;
+  const bool f64 = out.dtype() == kFloat64;
+  const void* alpha = f64 ? static_cast<const void*>(&one) : &onef;
+  const void* beta = f64 ? static_cast<const void*>(&zero) : &zerof;
+  cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;
+  for (int i = 0; i < n && st != CUDNN_STATUS_SUCCESS; ++i) {
+    size_t size = 0;
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || bytes(h, perf[i].algo, &size) != CUDNN_STATUS_SUCCESS) continue;
+    Tensor ws = workspace(size, out.device());
+    st = run(h, perf[i].algo, alpha, ws.data_ptr(), size, beta);
+  }
+  check(st, op, what);
 }
 
 void conv2d_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
@@ -156,29 +173,18 @@ void conv2d_cuda(const OpDef& op, const TensorList& in, TensorList& out, const A
     Conv cv{"conv2d"};
     describe(cv, x, w.sizes(), y, a, o.dtype());
     const Cudnn& c = cudnn();
-    cudnnHandle_t h = handle_for(device_of(o));
-    check(c.cudnnSetStream(h, static_cast<cudaStream_t>(cuda::current_stream(device_of(o)).handle)), "conv2d",
-          "cudnnSetStream");
-    cudnnConvolutionFwdAlgoPerf_t perf[8];
-    int n = 0;
-    check(c.cudnnGetConvolutionForwardAlgorithm_v7(h, cv.x, cv.w, cv.conv, cv.y, 8, &n, perf), "conv2d",
-          "cudnnGetConvolutionForwardAlgorithm_v7");
-    const double one = 1, zero = 0;
-    const float onef = 1, zerof = 0;
-    const void* alpha = o.dtype() == kFloat64 ? static_cast<const void*>(&one) : &onef;
-    const void* beta = o.dtype() == kFloat64 ? static_cast<const void*>(&zero) : &zerof;
-    cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int i = 0; i < n && st != CUDNN_STATUS_SUCCESS; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      size_t bytes = 0;
-      if (c.cudnnGetConvolutionForwardWorkspaceSize(h, cv.x, cv.w, cv.conv, cv.y, perf[i].algo, &bytes) !=
-          CUDNN_STATUS_SUCCESS)
-        continue;
-      Tensor ws = workspace(bytes, o.device());
-      st = c.cudnnConvolutionForward(h, alpha, cv.x, x.data_ptr(), cv.w, w.data_ptr(), cv.conv, perf[i].algo,
-                                     ws.data_ptr(), bytes, beta, cv.y, y.data_ptr());
-    }
-    check(st, "conv2d", "cudnnConvolutionForward");
+    run_convolution<cudnnConvolutionFwdAlgoPerf_t>(
+        cv.op, "cudnnConvolutionForward", o,
+        [&](cudnnHandle_t h, auto* perf, int* n) {
+          return c.cudnnGetConvolutionForwardAlgorithm_v7(h, cv.x, cv.w, cv.conv, cv.y, 8, n, perf);
+        },
+        [&](cudnnHandle_t h, auto algo, size_t* size) {
+          return c.cudnnGetConvolutionForwardWorkspaceSize(h, cv.x, cv.w, cv.conv, cv.y, algo, size);
+        },
+        [&](cudnnHandle_t h, auto algo, const void* alpha, void* ws, size_t size, const void* beta) {
+          return c.cudnnConvolutionForward(h, alpha, cv.x, x.data_ptr(), cv.w, w.data_ptr(), cv.conv, algo, ws, size,
+                                           beta, cv.y, y.data_ptr());
+        });
     if (in.size() == 3 && in[2].defined()) {
       Tensor yy = y;
       yy.add_(in[2].view({1, -1, 1, 1}));
@@ -196,29 +202,18 @@ void conv2d_backward_input_cuda(const OpDef& op, const TensorList& in, TensorLis
     Conv cv{"conv2d_backward_input"};
     describe(cv, dx, w.sizes(), dy, a, o.dtype());
     const Cudnn& c = cudnn();
-    cudnnHandle_t h = handle_for(device_of(o));
-    check(c.cudnnSetStream(h, static_cast<cudaStream_t>(cuda::current_stream(device_of(o)).handle)), cv.op,
-          "cudnnSetStream");
-    cudnnConvolutionBwdDataAlgoPerf_t perf[8];
-    int n = 0;
-    check(c.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, cv.w, cv.y, cv.conv, cv.x, 8, &n, perf), cv.op,
-          "cudnnGetConvolutionBackwardDataAlgorithm_v7");
-    const double one = 1, zero = 0;
-    const float onef = 1, zerof = 0;
-    const void* alpha = o.dtype() == kFloat64 ? static_cast<const void*>(&one) : &onef;
-    const void* beta = o.dtype() == kFloat64 ? static_cast<const void*>(&zero) : &zerof;
-    cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int i = 0; i < n && st != CUDNN_STATUS_SUCCESS; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      size_t bytes = 0;
-      if (c.cudnnGetConvolutionBackwardDataWorkspaceSize(h, cv.w, cv.y, cv.conv, cv.x, perf[i].algo, &bytes) !=
-          CUDNN_STATUS_SUCCESS)
-        continue;
-      Tensor ws = workspace(bytes, o.device());
-      st = c.cudnnConvolutionBackwardData(h, alpha, cv.w, w.data_ptr(), cv.y, dy.data_ptr(), cv.conv, perf[i].algo,
-                                          ws.data_ptr(), bytes, beta, cv.x, dx.data_ptr());
-    }
-    check(st, cv.op, "cudnnConvolutionBackwardData");
+    run_convolution<cudnnConvolutionBwdDataAlgoPerf_t>(
+        cv.op, "cudnnConvolutionBackwardData", o,
+        [&](cudnnHandle_t h, auto* perf, int* n) {
+          return c.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, cv.w, cv.y, cv.conv, cv.x, 8, n, perf);
+        },
+        [&](cudnnHandle_t h, auto algo, size_t* size) {
+          return c.cudnnGetConvolutionBackwardDataWorkspaceSize(h, cv.w, cv.y, cv.conv, cv.x, algo, size);
+        },
+        [&](cudnnHandle_t h, auto algo, const void* alpha, void* ws, size_t size, const void* beta) {
+          return c.cudnnConvolutionBackwardData(h, alpha, cv.w, w.data_ptr(), cv.y, dy.data_ptr(), cv.conv, algo, ws,
+                                                size, beta, cv.x, dx.data_ptr());
+        });
   });
 }
 
@@ -232,29 +227,18 @@ void conv2d_backward_weight_cuda(const OpDef& op, const TensorList& in, TensorLi
     Conv cv{"conv2d_backward_weight"};
     describe(cv, x, dw.sizes(), dy, a, dw.dtype());
     const Cudnn& c = cudnn();
-    cudnnHandle_t h = handle_for(device_of(dw));
-    check(c.cudnnSetStream(h, static_cast<cudaStream_t>(cuda::current_stream(device_of(dw)).handle)), cv.op,
-          "cudnnSetStream");
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[8];
-    int n = 0;
-    check(c.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, cv.x, cv.y, cv.conv, cv.w, 8, &n, perf), cv.op,
-          "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
-    const double one = 1, zero = 0;
-    const float onef = 1, zerof = 0;
-    const void* alpha = dw.dtype() == kFloat64 ? static_cast<const void*>(&one) : &onef;
-    const void* beta = dw.dtype() == kFloat64 ? static_cast<const void*>(&zero) : &zerof;
-    cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int i = 0; i < n && st != CUDNN_STATUS_SUCCESS; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      size_t bytes = 0;
-      if (c.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, cv.x, cv.y, cv.conv, cv.w, perf[i].algo, &bytes) !=
-          CUDNN_STATUS_SUCCESS)
-        continue;
-      Tensor ws = workspace(bytes, dw.device());
-      st = c.cudnnConvolutionBackwardFilter(h, alpha, cv.x, x.data_ptr(), cv.y, dy.data_ptr(), cv.conv, perf[i].algo,
-                                            ws.data_ptr(), bytes, beta, cv.w, dw.data_ptr());
-    }
-    check(st, cv.op, "cudnnConvolutionBackwardFilter");
+    run_convolution<cudnnConvolutionBwdFilterAlgoPerf_t>(
+        cv.op, "cudnnConvolutionBackwardFilter", dw,
+        [&](cudnnHandle_t h, auto* perf, int* n) {
+          return c.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, cv.x, cv.y, cv.conv, cv.w, 8, n, perf);
+        },
+        [&](cudnnHandle_t h, auto algo, size_t* size) {
+          return c.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, cv.x, cv.y, cv.conv, cv.w, algo, size);
+        },
+        [&](cudnnHandle_t h, auto algo, const void* alpha, void* ws, size_t size, const void* beta) {
+          return c.cudnnConvolutionBackwardFilter(h, alpha, cv.x, x.data_ptr(), cv.y, dy.data_ptr(), cv.conv, algo, ws,
+                                                  size, beta, cv.w, dw.data_ptr());
+        });
   });
 }
 

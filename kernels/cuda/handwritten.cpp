@@ -74,15 +74,6 @@ void check_range(const OpDef& op, const Tensor& idx, int64_t n, int64_t dim) {
   KILN_FAIL("[", op.name, "] index ", v, " is out of range for dimension ", dim, " with size ", n);
 }
 
-// Results go to a contiguous tensor (those of call_op are), copied into `out` otherwise.
-template <class F>
-void into_contiguous(Tensor& out, F&& f) {
-  if (out.is_contiguous()) return f(out);
-  Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
-  f(tmp);
-  out.copy_(tmp);
-}
-
 std::string move_suffix(DType t) { return std::to_string(itemsize(t)); }
 
 void index_select_into(const OpDef& op, const Tensor& x, int64_t dim, const Tensor& index, Tensor& o) {
@@ -261,39 +252,32 @@ KilnPhilox key_at(const Attrs& a, size_t i) {
   return KilnPhilox{static_cast<unsigned long long>(a.i(i)), static_cast<unsigned long long>(a.i(i + 1))};
 }
 
-void uniform_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+// uniform and normal: <kernel>_<f32|f64>(out, n, key, p, q[, to]), p and q in the output's type.
+void float_random(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a, const std::string& kernel,
+                  double p, double q, bool with_to) {
   const std::string sfx = float_suffix(out[0].dtype());
   if (sfx.empty()) return host_fallback(op, in, out, a);
   into_contiguous(out[0], [&](Tensor& o) {
     KilnPhilox key = key_at(a, 2);
     uint64_t po = addr(o);
     long long n = o.numel();
-    double to = a.d(5);
-    if (o.dtype() == kFloat32) {
-      float from = static_cast<float>(a.d(4)), range = static_cast<float>(a.d(5) - a.d(4));
-      launch(o, "kiln_uniform_f32", n, {&po, &n, &key, &from, &range, &to});
-    } else {
-      double from = a.d(4), range = a.d(5) - a.d(4);
-      launch(o, "kiln_uniform_f64", n, {&po, &n, &key, &from, &range, &to});
-    }
+    double to = a.d(5), p64 = p, q64 = q;
+    float p32 = static_cast<float>(p), q32 = static_cast<float>(q);
+    const bool f32 = o.dtype() == kFloat32;
+    std::vector<void*> args = {&po, &n, &key, f32 ? static_cast<void*>(&p32) : &p64, f32 ? static_cast<void*>(&q32) : &q64};
+    if (with_to) args.push_back(&to);
+    launch(o, kernel + "_" + sfx, n, std::move(args));
   });
 }
 
+// uniform: attrs (sizes, dtype, seed, offset, from, to); the kernel takes from, to - from, to.
+void uniform_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+  float_random(op, in, out, a, "kiln_uniform", a.d(4), a.d(5) - a.d(4), true);
+}
+
+// normal: attrs (sizes, dtype, seed, offset, mean, std).
 void normal_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
-  const std::string sfx = float_suffix(out[0].dtype());
-  if (sfx.empty()) return host_fallback(op, in, out, a);
-  into_contiguous(out[0], [&](Tensor& o) {
-    KilnPhilox key = key_at(a, 2);
-    uint64_t po = addr(o);
-    long long n = o.numel();
-    if (o.dtype() == kFloat32) {
-      float mean = static_cast<float>(a.d(4)), stdv = static_cast<float>(a.d(5));
-      launch(o, "kiln_normal_f32", n, {&po, &n, &key, &mean, &stdv});
-    } else {
-      double mean = a.d(4), stdv = a.d(5);
-      launch(o, "kiln_normal_f64", n, {&po, &n, &key, &mean, &stdv});
-    }
-  });
+  float_random(op, in, out, a, "kiln_normal", a.d(4), a.d(5), false);
 }
 
 void randint_cuda(const OpDef&, const TensorList&, TensorList& out, const Attrs& a) {
