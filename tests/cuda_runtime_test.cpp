@@ -394,6 +394,27 @@ TEST(CudaCompositions, AgreeWithTheCpuKernelsOnCpuTensors) {
     covered.insert(c.row);
   }
   for (const auto& [name, fn] : cuda_compositions()) EXPECT_TRUE(covered.count(name)) << name << " has no case";
+  // Long full reductions in two stages (sizes with and without a tail, keepdim, dtype argument).
+  for (int64_t n : {int64_t{1} << 16, (int64_t{1} << 16) + 777}) {
+    Tensor big = randn({n}) + 0.5;
+    Tensor ints = randint(-100, 100, {n}).to(kInt32);
+    Tensor wide = big.view({-1, n / 7 * 7 == n ? 7 : 1});
+    const std::vector<std::pair<std::string, std::pair<Tensor, Attrs>>> full = {
+        {"sum", {big, Attrs{Shape{}, false, std::monostate{}}}},
+        {"sum", {ints, Attrs{Shape{}, true, std::monostate{}}}},
+        {"sum", {big, Attrs{Shape{}, false, kFloat64}}},
+        {"mean", {wide, Attrs{Shape{}, true, std::monostate{}}}},
+        {"amax", {big, Attrs{Shape{}, false}}},
+        {"amin", {ints, Attrs{Shape{0}, false}}},
+    };
+    for (const auto& [row, arg] : full) {
+      const OpDef& op = op_def(row);
+      const Tensor expected = run_kernel(op.kernels[static_cast<int>(DeviceType::CPU)], op, {arg.first}, arg.second)[0];
+      Tensor got = empty(expected.sizes(), TensorOptions(expected.dtype()));
+      split_full_reduction(op, arg.first, got, arg.second);
+      EXPECT_TRUE(testing::close(got, expected, 1e-5, 1e-4)) << row << " of " << n;
+    }
+  }
   // Out-of-range targets raise as on the CPU.
   const OpDef& ce = op_def("cross_entropy");
   EXPECT_KILN_ERROR(run_kernel(cuda_compositions().at("cross_entropy"), ce, {logits, tensor({0, 4, 1, 1, 1}).to(kInt64)},

@@ -170,6 +170,26 @@ void nll_loss_kernel(const OpDef& op, const TensorList& in, TensorList& out, con
 
 }  // namespace
 
+void split_full_reduction(const OpDef& op, const Tensor& x, Tensor& out, const Attrs& a) {
+  NoGradGuard no_grad;
+  const bool is_mean = op.name == "mean", with_dtype = op.name == "sum" || is_mean;
+  const OpDef& stage = is_mean ? op_def("sum") : op;
+  // Stage dtype: the result's (sum's and mean's dtype argument; amax/amin keep the input's).
+  auto reduce = [&](const Tensor& t, int64_t dim) {
+    Attrs attrs{Shape{dim}, false};
+    if (with_dtype) attrs.push(out.dtype());
+    return call_op1(stage, {t}, attrs);
+  };
+  constexpr int64_t kChunks = 1024;
+  const int64_t n = x.numel(), per = n / kChunks;
+  Tensor flat = x.reshape({-1});
+  Tensor partial = reduce(flat.narrow(0, 0, kChunks * per).view({kChunks, per}), 1);
+  if (n > kChunks * per) partial = cat({partial, flat.narrow(0, kChunks * per, n - kChunks * per).to(partial.dtype())});
+  Tensor total = reduce(partial, 0);
+  if (is_mean) total = total / static_cast<double>(n);
+  write(total, out);
+}
+
 const std::map<std::string, KernelFn>& cuda_compositions() {
   static const std::map<std::string, KernelFn> m = {
       {"argmax", &arg_kernel},         {"argmin", &arg_kernel},        {"max_dim", &arg_kernel},

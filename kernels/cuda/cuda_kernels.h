@@ -41,6 +41,10 @@ void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, c
 
 // The text of handwritten.cuh (the tests compile it with NVRTC).
 const char* handwritten_cuda_source();
+// sum, mean, amax or amin of every element of `x` into `out` in two stages (1024 partial results,
+// then one): the CUDA kernels give a single row one block, which leaves a GPU mostly idle for long
+// rows. Device-agnostic (tested on the CPU).
+void split_full_reduction(const OpDef& op, const Tensor& x, Tensor& out, const Attrs& a);
 // The composed kernels by row name (compositions.cpp).
 const std::map<std::string, KernelFn>& cuda_compositions();
 

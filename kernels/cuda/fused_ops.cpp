@@ -10,6 +10,7 @@
 // result (an Op node), copied into `out` when that is not the plain contiguous tensor call_op made.
 // The rows fusion does not lower but can be written with those it does are in compositions.cpp.
 #include <cstring>
+#include <set>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -236,7 +237,16 @@ void run_plan(const CudaPlan& plan, const TensorList& in, const TensorList& out,
   }
 }
 
+// A reduction of every element of a long tensor: one block would do all the work (see
+// split_full_reduction).
+bool long_full_reduction(const OpDef& op, const TensorList& in, const TensorList& out) {
+  static const std::set<std::string> ops = {"sum", "mean", "amax", "amin"};
+  constexpr int64_t kLong = int64_t{1} << 16;
+  return ops.count(op.name) && in.size() == 1 && in[0].defined() && in[0].numel() >= kLong && out[0].numel() == 1;
+}
+
 void fused_kernel(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs) {
+  if (long_full_reduction(op, inputs, out)) return split_full_reduction(op, inputs[0], out[0], attrs);
   const Device dev = out.at(0).device();
   KILN_CHECK(dev.is_cuda(), "[", op.name, "] CUDA kernel called for a ", dev, " output");
   TensorList in;
