@@ -953,6 +953,102 @@ std::string param_name(const ::testing::TestParamInfo<size_t>& info) { return ca
 
 INSTANTIATE_TEST_SUITE_P(Rows, JitOps, ::testing::ValuesIn(all_cases()), param_name);
 
+// --- every case on CUDA against the CPU (needs a GPU) -------------------------------------------
+// Each case's first shape set, every dtype, contiguous and transposed inputs: eager CUDA results
+// against eager CPU results (GPU transcendental functions are other implementations: a few ulp),
+// and float64 gradients of the weighted loss. Random cases draw the CPU's numbers on the GPU too.
+
+std::pair<double, double> cuda_tol(DType t) {
+  switch (t) {
+    case DType::Float64: return {1e-9, 1e-9};
+    case DType::Float32: return {2e-5, 2e-5};
+    case DType::Float16: return {4e-3, 4e-3};
+    case DType::BFloat16: return {3e-2, 3e-2};
+    default: return {0.0, 0.0};
+  }
+}
+
+TensorList to_device(const TensorList& l, const Device& d) {
+  TensorList out;
+  for (const Tensor& t : l) out.push_back(t.defined() ? t.to(d) : t);
+  return out;
+}
+
+::testing::AssertionResult same_on_devices(const TensorList& got, const TensorList& want) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << got.size() << " outputs vs " << want.size();
+  for (size_t k = 0; k < got.size(); ++k) {
+    if (!got[k].defined() || !want[k].defined()) continue;
+    if (!got[k].is_cuda()) return ::testing::AssertionFailure() << "output " << k << " is on " << got[k].device();
+    if (got[k].dtype() != want[k].dtype()) return ::testing::AssertionFailure() << "output " << k << " dtype";
+    const auto [rtol, atol] = cuda_tol(want[k].dtype());
+    auto r = kiln::testing::close(got[k].cpu(), want[k], rtol, atol);
+    if (!r) return ::testing::AssertionFailure() << "output " << k << ": " << r.message();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class CudaOps : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(CudaOps, CudaEqualsCpu) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  const Case& c = table()[GetParam()];
+  const Device gpu(kCUDA, 0);
+  const std::vector<Shape>& shapes = c.shape_sets.front();
+  for (DType dt : c.dtypes)
+    for (Layout l : {Layout::Contiguous, Layout::Transposed}) {
+      if (!c.layouts && l != Layout::Contiguous) continue;
+      const std::string where = describe(c, dt, l, shapes) + " (cuda)";
+      SCOPED_TRACE(where);
+      const uint64_t seed = seed_of(where);
+      Inputs in = make_inputs(c, shapes, dt, l, seed);
+      TensorList a = in.for_call(c);
+      if (c.random) manual_seed(seed);
+      TensorList want = snapshot(c.f(a, dt));
+      TensorList da = to_device(in.for_call(c), gpu);
+      if (c.random) manual_seed(seed);
+      TensorList got;
+      try {
+        got = c.f(da, dt);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "the CUDA call raised: " << e.what();
+        continue;
+      }
+      EXPECT_TRUE(same_on_devices(got, want));
+    }
+  if (!differentiable(c)) return;
+  const std::string where = describe(c, kFloat64, Layout::Contiguous, shapes) + " (cuda gradients)";
+  SCOPED_TRACE(where);
+  const uint64_t seed = seed_of(where);
+  Inputs in = make_inputs(c, shapes, kFloat64, Layout::Contiguous, seed);
+  TensorList cpu_leaves = grad_leaves(c, in);
+  if (c.random) manual_seed(seed);
+  TensorList probe = forward(c.f, c.inplace, cpu_leaves);
+  TensorList w;
+  for (size_t k = 0; k < probe.size(); ++k)
+    w.push_back(is_floating_point(probe[k].dtype()) ? rand_values(probe[k].sizes().vec(), kFloat64, {}, seed + k) : Tensor());
+  Tensor loss = weighted_loss(probe, w);
+  if (!loss.defined()) return;
+  loss.backward();
+  TensorList gpu_leaves;
+  for (const Tensor& t : cpu_leaves) {
+    Tensor g = t.defined() ? t.detach().to(gpu) : t;
+    if (t.defined() && t.requires_grad()) g.requires_grad_();
+    gpu_leaves.push_back(g);
+  }
+  if (c.random) manual_seed(seed);
+  Tensor gloss = weighted_loss(forward(c.f, c.inplace, gpu_leaves), to_device(w, gpu));
+  ASSERT_TRUE(gloss.defined());
+  gloss.backward();
+  for (size_t i = 0; i < cpu_leaves.size(); ++i) {
+    if (!cpu_leaves[i].defined() || !cpu_leaves[i].requires_grad() || !cpu_leaves[i].grad().defined()) continue;
+    ASSERT_TRUE(gpu_leaves[i].grad().defined()) << "input " << i << " has no CUDA gradient";
+    EXPECT_TRUE(kiln::testing::close(gpu_leaves[i].grad().cpu(), cpu_leaves[i].grad(), 1e-9, 1e-9))
+        << "gradient of input " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Rows, CudaOps, ::testing::ValuesIn(all_cases()), param_name);
+
 // --- the table covers the registry ------------------------------------------------------------
 
 TEST(JitOpsTable, EveryRowHasACase) {
