@@ -520,11 +520,23 @@ TEST_F(CudaDevice, MatmulsThroughCublas) {
   set_float32_matmul_precision("highest");
 }
 
-TEST_F(CudaDevice, OpsWithoutCudaKernelsRunOnTheHostAndAreCounted) {
+TEST_F(CudaDevice, ConvolutionsThroughCudnnAndHostFallbacksCounted) {
   cuda::reset_host_fallback_counts();
-  Tensor x = randn({2, 3, 8, 8}), w = randn({4, 3, 3, 3});
-  EXPECT_TRUE(testing::close(conv2d(gpu(x), gpu(w)).cpu(), conv2d(x, w), 1e-5, 1e-5));
-  EXPECT_EQ(cuda::host_fallback_counts().at("conv2d"), 1);
+  Tensor x = randn({2, 3, 8, 8}), w = randn({4, 3, 3, 3}), b = randn({4});
+  EXPECT_TRUE(testing::close(conv2d(gpu(x), gpu(w), gpu(b), {2, 1}, {1, 1}).cpu(), conv2d(x, w, b, {2, 1}, {1, 1}), 1e-4,
+                             1e-4));
+  Tensor gy = randn({2, 4, 6, 6});
+  EXPECT_TRUE(testing::close(conv2d_backward_input(gpu(gy), gpu(w), x.sizes()).cpu(), conv2d_backward_input(gy, w, x.sizes()),
+                             1e-4, 1e-4));
+  EXPECT_TRUE(testing::close(conv2d_backward_weight(gpu(gy), gpu(x), w.sizes()).cpu(),
+                             conv2d_backward_weight(gy, x, w.sizes()), 1e-4, 1e-4));
+  // randperm has no CUDA kernel: it runs on the host, counted, with the CPU's numbers.
+  manual_seed(4);
+  Tensor want = randperm(50);
+  manual_seed(4);
+  Tensor got = randperm(50, TensorOptions(kInt64).device(Device(kCUDA)));
+  EXPECT_TRUE(testing::close(got.cpu(), want, 0, 0));
+  EXPECT_EQ(cuda::host_fallback_counts().at("randperm"), 1);
 }
 
 TEST_F(CudaDevice, AllocatorCachesAndRaisesOutOfMemory) {
