@@ -58,6 +58,7 @@
 //     --iterations N  cases first..first+N-1 (default 200); --first C: start at case C
 //     --case C      run only case C (what a failure report tells you to rerun)
 //     --backward    gradients too (see above)
+//     --device cuda arguments on the GPU: eager CUDA ops against compiled CUDA plans (needs a GPU)
 //     --backend     CompileOptions::backend (default native)
 //     --long        soak: bigger programs (up to 40 nodes), more large shapes; default iterations 5000
 //     --max-seconds stop early after T seconds (the count run is printed)
@@ -144,6 +145,9 @@ Tensor alias_view(const Tensor& b, int kind) {
 
 const double kSpecials[] = {0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-40, -3e-39, 1e30, -1e30, 88.5, -104.0};
 
+// --device cuda: arguments are made on the GPU (eager CUDA ops against compiled CUDA plans).
+Device g_device(kCPU);
+
 // A fresh contiguous tensor of `shape` with the values `spec` asks for.
 Tensor fill_values(const InputSpec& spec, const Shape& shape) {
   NoGradGuard no_grad;
@@ -160,7 +164,7 @@ Tensor fill_values(const InputSpec& spec, const Shape& shape) {
     else if (spec.values == Values::Specials && r() % 6 == 0) v = kSpecials[r() % std::size(kSpecials)];
     p[i] = v;
   }
-  return t.to(spec.dtype);
+  return t.to(g_device, spec.dtype);
 }
 
 // The argument as the program sees it: a view of a fresh base (a new tensor on every call), or a
@@ -721,7 +725,7 @@ std::string differs(const Tensor& got, const Tensor& want, double terms = 1) {
   }
   ++g_compare.tensors;
   NoGradGuard no_grad;
-  Tensor g = got.contiguous(), w = want.contiguous();
+  Tensor g = got.cpu().contiguous(), w = want.cpu().contiguous();
   if (g.numel() == 0 || std::memcmp(g.data_ptr(), w.data_ptr(), g.nbytes()) == 0) {
     ++g_compare.bitwise;
     return "";
@@ -2088,7 +2092,7 @@ void on_crash(int sig) {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--seed S] [--iterations N] [--first C] [--case C] [--long] [--backward]\n"
-               "          [--backend native|interpreter] [--max-seconds T] [--self-test] [--verbose] [--explain] [--no-shrink]\n          [--no-passes] [--bitwise]\n",
+               "          [--backend native|interpreter] [--max-seconds T] [--self-test] [--verbose] [--explain] [--no-shrink]\n          [--no-passes] [--bitwise] [--device cpu|cuda]\n",
                argv0);
   return 2;
 }
@@ -2120,6 +2124,18 @@ int main(int argc, char** argv) {
     else if (a == "--bitwise") g_bitwise = true;
     else if (a == "--no-shrink") cfg.shrink = false;
     else if (a == "--max-seconds") cfg.max_seconds = std::stod(next());
+    else if (a == "--device") {
+      const std::string d = next();
+      if (d == "cuda") {
+        if (!cuda::is_available()) {
+          std::fprintf(stderr, "fuzz_fusion: --device cuda needs a GPU: %s\n", cuda::unavailable_reason().c_str());
+          return 2;
+        }
+        g_device = Device(kCUDA, 0);
+      } else if (d != "cpu") {
+        return usage(argv[0]);
+      }
+    }
     else if (a == "--backend") {
       std::string b = next();
       if (b == "native") cfg.backend = jit::Backend::Native;
