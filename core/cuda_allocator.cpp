@@ -93,6 +93,8 @@ void copy_hook(void* dst, Device dst_dev, const void* src, Device src_dev, size_
     memcpy_async(dst, src, nbytes, s, /*host_destination_pageable=*/true);
     return;
   }
+  if (src_dev.is_cuda() && src_dev != dst_dev)
+    synchronize(current_stream(src_dev.index() < 0 ? 0 : src_dev.index()));  // the source's producers
   memcpy_async(dst, src, nbytes, s, false);
   if (src_dev.is_cpu()) {
     // From pinned memory the copy runs after this returns: keep the block until it has.

@@ -1,5 +1,6 @@
 #include "jit/cuda_graph.h"
 
+#include <algorithm>
 #include <map>
 
 #include "core/logging.h"
@@ -91,10 +92,15 @@ bool CudaGraphRunner::run(const std::vector<Tensor>& bindings, const std::vector
   if (broken_) return false;
   const cuda::Stream caller = cuda::current_stream(device_);
   cuda::wait(stream_, caller);  // the inputs' producers, and the last call's copies out
+  // A later binding may sit in a smaller storage than the captured one (same geometry): copy what
+  // both have; the kernels read no further.
+  auto bytes_of = [&](const Buffer& b) {
+    return std::min(b.nbytes, bindings.at(static_cast<size_t>(b.input)).impl()->storage()->nbytes());
+  };
   for (const Buffer& b : buffers_)
     if (b.input >= 0)
       cuda::memcpy_async(b.memory.impl()->storage()->data(),
-                         bindings.at(static_cast<size_t>(b.input)).impl()->storage()->data(), b.nbytes, stream_, false);
+                         bindings.at(static_cast<size_t>(b.input)).impl()->storage()->data(), bytes_of(b), stream_, false);
   if (!exec_) {
     cuda::begin_capture(stream_);
     try {
@@ -118,7 +124,7 @@ bool CudaGraphRunner::run(const std::vector<Tensor>& bindings, const std::vector
   for (const Buffer& b : buffers_) {
     const void* from = b.memory.impl()->storage()->data();
     if (b.input >= 0 && b.written) {
-      cuda::memcpy_async(bindings.at(static_cast<size_t>(b.input)).impl()->storage()->data(), from, b.nbytes, caller,
+      cuda::memcpy_async(bindings.at(static_cast<size_t>(b.input)).impl()->storage()->data(), from, bytes_of(b), caller,
                          false);
     } else if (b.output) {
       auto fresh = std::make_shared<StorageImpl>(b.nbytes, Device(kCUDA, device_));
