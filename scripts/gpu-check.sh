@@ -17,8 +17,8 @@ out="$build/gpu-check"
 if [ "${KILN_GPU_SKIP_BUILD:-0}" != "1" ]; then
   bash scripts/install_deps.sh || exit 1
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_WITH_CUDA=ON -DKILN_BENCH_LIBTORCH=OFF \
-        -DKILN_BUILD_SAMPLES=OFF >/dev/null || exit 1
-  cmake --build "$build" -j"$jobs" --target test_cuda_runtime test_cuda_codegen test_cuda_handwritten test_jit_ops fuzz_fusion bench_cuda || exit 1
+        >/dev/null || exit 1
+  cmake --build "$build" -j"$jobs" --target test_cuda_runtime test_cuda_codegen test_cuda_handwritten test_jit_ops fuzz_fusion mlp bench_cuda || exit 1
 fi
 mkdir -p "$out"
 export OMP_WAIT_POLICY=PASSIVE
@@ -31,6 +31,9 @@ for t in test_cuda_runtime test_cuda_codegen test_cuda_handwritten; do
 done
 echo "== test_jit_ops on CUDA (every op-table case: values and float64 gradients against the CPU)"
 "$build/tests/test_jit_ops" --gtest_brief=1 --gtest_filter='Rows/CudaOps.*' --gtest_output="json:$out/test_jit_ops_cuda.json" || status=1
+echo "== samples/mlp on CUDA: 20 Adam steps against the CPU, then a training run"
+"$build/samples/mlp" --check-cuda || status=1
+"$build/samples/mlp" --smoke --device cuda | tail -n 2 || status=1
 echo "== fuzz_fusion on CUDA (eager CUDA against compiled CUDA)"
 "$build/tests/fuzz_fusion" --device cuda --iterations "${KILN_GPU_FUZZ:-300}" --no-shrink > "$out/fuzz.txt" 2>&1 || status=1
 "$build/tests/fuzz_fusion" --device cuda --backward --iterations "${KILN_GPU_FUZZ_BACKWARD:-100}" --no-shrink >> "$out/fuzz.txt" 2>&1 || status=1
