@@ -22,6 +22,7 @@
 #include "core/shape.h"
 #include "core/tensor_impl.h"
 #include "fusion/cuda_launch.h"
+#include "fusion/nvrtc.h"
 #include "fusion/partition.h"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -246,6 +247,8 @@ bool long_full_reduction(const OpDef& op, const TensorList& in, const TensorList
 }
 
 void fused_kernel(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs) {
+  // A driver without NVRTC (the toolkit's runtime libraries absent): every op still runs.
+  if (!fusion::nvrtc_available()) return host_fallback(op, inputs, out, attrs);
   if (long_full_reduction(op, inputs, out)) return split_full_reduction(op, inputs[0], out[0], attrs);
   const Device dev = out.at(0).device();
   KILN_CHECK(dev.is_cuda(), "[", op.name, "] CUDA kernel called for a ", dev, " output");

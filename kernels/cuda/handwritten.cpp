@@ -351,25 +351,32 @@ void dropout_cuda(const OpDef& op, const TensorList& in, TensorList& out, const 
 
 const char* handwritten_cuda_source() { return kHandwrittenCudaSource; }
 
+// Without NVRTC the hand-written kernels cannot be compiled: the rows run on the host.
+template <KernelFn K>
+void or_host(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& a) {
+  if (!fusion::nvrtc_available()) return host_fallback(op, in, out, a);
+  K(op, in, out, a);
+}
+
 namespace ops_registration {
 void register_cuda_handwritten_kernels(OpRegistry& r) {
-  r.mutable_get("index_select").kernels[kCudaIdx] = &index_select_cuda;
-  r.mutable_get("embedding").kernels[kCudaIdx] = &embedding_cuda;
-  r.mutable_get("gather").kernels[kCudaIdx] = &gather_cuda;
-  r.mutable_get("scatter").kernels[kCudaIdx] = &scatter_cuda;
-  r.mutable_get("scatter_add").kernels[kCudaIdx] = &scatter_cuda;
-  r.mutable_get("max_pool2d").kernels[kCudaIdx] = &max_pool_cuda;
-  r.mutable_get("max_pool2d_indices").kernels[kCudaIdx] = &max_pool_cuda;
-  r.mutable_get("max_pool2d_backward").kernels[kCudaIdx] = &max_pool_backward_cuda;
-  r.mutable_get("avg_pool2d").kernels[kCudaIdx] = &avg_pool_cuda;
-  r.mutable_get("avg_pool2d_backward").kernels[kCudaIdx] = &avg_pool_backward_cuda;
-  r.mutable_get("cumsum").kernels[kCudaIdx] = &cumsum_cuda;
-  r.mutable_get("uniform").kernels[kCudaIdx] = &uniform_cuda;
-  r.mutable_get("normal").kernels[kCudaIdx] = &normal_cuda;
-  r.mutable_get("randint").kernels[kCudaIdx] = &randint_cuda;
-  r.mutable_get("bernoulli_scalar").kernels[kCudaIdx] = &bernoulli_scalar_cuda;
-  r.mutable_get("bernoulli").kernels[kCudaIdx] = &bernoulli_cuda;
-  r.mutable_get("dropout").kernels[kCudaIdx] = &dropout_cuda;
+  r.mutable_get("index_select").kernels[kCudaIdx] = &or_host<&index_select_cuda>;
+  r.mutable_get("embedding").kernels[kCudaIdx] = &or_host<&embedding_cuda>;
+  r.mutable_get("gather").kernels[kCudaIdx] = &or_host<&gather_cuda>;
+  r.mutable_get("scatter").kernels[kCudaIdx] = &or_host<&scatter_cuda>;
+  r.mutable_get("scatter_add").kernels[kCudaIdx] = &or_host<&scatter_cuda>;
+  r.mutable_get("max_pool2d").kernels[kCudaIdx] = &or_host<&max_pool_cuda>;
+  r.mutable_get("max_pool2d_indices").kernels[kCudaIdx] = &or_host<&max_pool_cuda>;
+  r.mutable_get("max_pool2d_backward").kernels[kCudaIdx] = &or_host<&max_pool_backward_cuda>;
+  r.mutable_get("avg_pool2d").kernels[kCudaIdx] = &or_host<&avg_pool_cuda>;
+  r.mutable_get("avg_pool2d_backward").kernels[kCudaIdx] = &or_host<&avg_pool_backward_cuda>;
+  r.mutable_get("cumsum").kernels[kCudaIdx] = &or_host<&cumsum_cuda>;
+  r.mutable_get("uniform").kernels[kCudaIdx] = &or_host<&uniform_cuda>;
+  r.mutable_get("normal").kernels[kCudaIdx] = &or_host<&normal_cuda>;
+  r.mutable_get("randint").kernels[kCudaIdx] = &or_host<&randint_cuda>;
+  r.mutable_get("bernoulli_scalar").kernels[kCudaIdx] = &or_host<&bernoulli_scalar_cuda>;
+  r.mutable_get("bernoulli").kernels[kCudaIdx] = &or_host<&bernoulli_cuda>;
+  r.mutable_get("dropout").kernels[kCudaIdx] = &or_host<&dropout_cuda>;
 }
 }  // namespace ops_registration
 
