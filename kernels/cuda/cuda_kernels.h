@@ -6,13 +6,16 @@
 //                     the rows above (device-agnostic, so tested on the CPU)
 //   blas.cpp          mm/bmm/matmul/linear: cuBLAS (TF32 only when kiln::set_float32_matmul_precision allows)
 //   cudnn.cpp         conv2d and its backward rows: cuDNN
-//   handwritten.cpp   index_select, embedding, gather, scatter(_add), pooling, cumsum: the CUDA C of
-//                     handwritten.cuh, compiled by NVRTC
-//   host_fallback.cpp everything else: the CPU kernel on host copies, then the results copied back —
-//                     correct and counted (cuda::host_fallback_counts()), not fast; see docs/cuda.md
+//   handwritten.cpp   index_select, embedding, gather, scatter(_add), pooling, cumsum and the random
+//                     rows: the CUDA C of handwritten.cuh, compiled by NVRTC
+//   host_fallback.cpp fill (memsets), and everything else (randperm, integer pow/fmod/remainder,
+//                     half-precision pooling/random, any row without NVRTC or cuBLAS/cuDNN): the CPU
+//                     kernel on host copies, the results copied back — correct and counted
+//                     (cuda::host_fallback_counts()), not fast; see docs/cuda.md
 // Built only with the CUDA toolkit (KILN_HAS_CUDA_TOOLKIT).
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/op.h"
 #include "core/ops.h"

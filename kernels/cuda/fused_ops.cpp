@@ -10,8 +10,8 @@
 // result (an Op node), copied into `out` when that is not the plain contiguous tensor call_op made.
 // The rows fusion does not lower but can be written with those it does are in compositions.cpp.
 #include <cstring>
-#include <set>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
