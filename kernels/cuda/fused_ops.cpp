@@ -166,7 +166,7 @@ std::shared_ptr<CudaPlan> build_plan(const OpDef& op, const TensorList& in, cons
   std::unordered_map<int, int> temp_of_storage;
   for (const jit::Node& node : r.graph.nodes) {
     if (node.kind == jit::NodeKind::Input || node.kind == jit::NodeKind::View || node.kind == jit::NodeKind::Alloc) continue;
-    if (node.kind != jit::NodeKind::Fused) {  // e.g. half/bfloat16 arithmetic, integer pow/fmod/remainder
+    if (node.kind != jit::NodeKind::Fused) {  // e.g. integer pow/fmod/remainder (operand checks)
       plan->launches.clear();
       plan->host = true;
       return plan;
