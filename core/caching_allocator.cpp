@@ -46,6 +46,7 @@ CachingAllocator::~CachingAllocator() {
       if (backend_.destroy_event) backend_.destroy_event(e);
   for (Pending& p : pending_) backend_.free(p.ptr);
   pending_.clear();
+  retained_.clear();
   release_cached_locked();
 }
 
@@ -71,13 +72,25 @@ void CachingAllocator::collect_pending_locked() {
 }
 
 void CachingAllocator::release_cached_locked() {
-  for (auto& [key, ptr] : free_) {
+  for (auto it = free_.begin(); it != free_.end();) {
+    const auto& [key, ptr] = *it;
+    if (std::find(retained_.begin(), retained_.end(), key.first) != retained_.end()) {
+      ++it;
+      continue;
+    }
     backend_.free(ptr);
     stats_.reserved_bytes -= key.second;
     stats_.cached_bytes -= key.second;
     ++stats_.backend_frees;
+    it = free_.erase(it);
   }
-  free_.clear();
+}
+
+void CachingAllocator::retain_stream(uint64_t stream, bool retain) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = std::find(retained_.begin(), retained_.end(), stream);
+  if (retain && it == retained_.end()) retained_.push_back(stream);
+  if (!retain && it != retained_.end()) retained_.erase(it);
 }
 
 uint64_t CachingAllocator::backend_alloc_locked(size_t size, size_t requested) {

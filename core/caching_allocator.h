@@ -69,6 +69,9 @@ class CachingAllocator {
   // Returns cached free blocks to the backend (live ones stay). Pending blocks whose events have
   // completed are cached first.
   void empty_cache();
+  // Blocks cached for `stream` are never returned to the backend (empty_cache, out-of-memory
+  // retries) while retained: a CUDA graph captured on that stream still addresses them.
+  void retain_stream(uint64_t stream, bool retain);
   CachingAllocatorStats stats() const;
   void reset_peak();
   static size_t round_size(size_t nbytes);
@@ -95,6 +98,7 @@ class CachingAllocator {
   std::map<uint64_t, Block> live_;                            // by address (find() of inner addresses)
   std::multimap<std::pair<uint64_t, size_t>, uint64_t> free_;  // (stream, size) -> address
   std::vector<Pending> pending_;
+  std::vector<uint64_t> retained_;  // streams whose cached blocks stay
   CachingAllocatorStats stats_;
 };
 

@@ -137,6 +137,8 @@ void record_stream(const Tensor& t, const Stream& s) {
   device_allocator(s.device).record_stream(reinterpret_cast<uint64_t>(t.impl()->storage()->data()), stream_key(s));
 }
 
+void retain_stream_memory(const Stream& s, bool retain) { device_allocator(s.device).retain_stream(stream_key(s), retain); }
+
 DeviceAllocator device_allocator_hooks() {
   DeviceAllocator a;
   a.alloc = [](size_t n, int device) -> void* {

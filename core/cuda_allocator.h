@@ -35,6 +35,10 @@ void empty_cache();
 // tensor dies until the work queued on `s` by then has finished.
 void record_stream(const Tensor& t, const Stream& s);
 
+// Blocks cached for stream `s` stay reserved (empty_cache and out-of-memory retries skip them)
+// while retained: a CUDA graph captured on `s` addresses them (jit/cuda_graph.h).
+void retain_stream_memory(const Stream& s, bool retain);
+
 // The kCUDA storage hooks (core/storage.h): allocation on the current stream, and copies.
 DeviceAllocator device_allocator_hooks();
 

@@ -49,10 +49,10 @@ struct CompileOptions {
   Backend backend = Backend::Native;
   // Compile kernels on a background thread; until they are ready calls run on the interpreter.
   bool async = false;
-  // CUDA: replay a plan made only of fused kernels as one CUDA graph (torch.compile's
-  // "reduce-overhead"): one launch per call instead of one per kernel. Inputs are copied into
-  // the graph's own buffers and outputs out of them on every call (docs/cuda.md); plans with
-  // other nodes, or dynamic sizes, run as usual and say why in KILN_LOG=fusion.
+  // CUDA: replay a plan as one CUDA graph (torch.compile's "reduce-overhead"): one launch per
+  // call instead of one per kernel. Inputs are copied into the graph's own buffers and in-place
+  // updates and outputs out of them on every call (docs/cuda.md); plans with random nodes or
+  // dynamic sizes run as usual and say why in KILN_LOG=fusion.
   bool cuda_graphs = false;
 };
 

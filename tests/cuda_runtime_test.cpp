@@ -158,6 +158,20 @@ TEST(CachingAllocator, OutOfMemoryReleasesTheCacheThenRaisesWithSizes) {
   EXPECT_KILN_ERROR(a.record_stream(0x1, 3), "[record_stream]", "not in a live block of fake:0");
 }
 
+TEST(CachingAllocator, RetainedStreamsKeepTheirCachedBlocks) {
+  FakeDevice dev;
+  detail::CachingAllocator a("fake:0", dev.backend());
+  a.free(a.allocate(4096, 5));
+  a.free(a.allocate(4096, 6));
+  a.retain_stream(5, true);
+  a.empty_cache();
+  EXPECT_EQ(dev.blocks.size(), 1u) << "stream 5's block stays (a CUDA graph addresses it)";
+  EXPECT_EQ(a.stats().cached_bytes, 4096u);
+  a.retain_stream(5, false);
+  a.empty_cache();
+  EXPECT_TRUE(dev.blocks.empty());
+}
+
 // ---- settings and errors that need no device -----------------------------------------------------
 
 TEST(CudaSettings, Float32MatmulPrecision) {
