@@ -167,6 +167,8 @@ std::string device_name(int device) {
   return std::string(name.data());
 }
 
+void make_current(int device) { use_device(device); }
+
 void synchronize(int device) {
   Driver& d = use_device(device);
   check_result(d, d.cuCtxSynchronize_(), "cuCtxSynchronize(device " + std::to_string(device) + ")");
@@ -472,6 +474,7 @@ int device_arch(int) { no_cuda(); }
 std::string device_name(int) { no_cuda(); }
 int multiprocessor_count(int) { no_cuda(); }
 void synchronize(int) { no_cuda(); }
+void make_current(int) { no_cuda(); }
 DeviceBuffer::DeviceBuffer(int, size_t) { no_cuda(); }
 DeviceBuffer::~DeviceBuffer() = default;
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : device_(o.device_), ptr_(o.ptr_), size_(o.size_) {}

@@ -28,6 +28,9 @@ int device_arch(int device);         // compute capability as 10 * major + minor
 std::string device_name(int device);
 int multiprocessor_count(int device);
 void synchronize(int device);        // cuCtxSynchronize: waits for every launch on the device
+// Makes the device's primary context current on this thread (for libraries such as cuBLAS and
+// cuDNN, which use the current context).
+void make_current(int device);
 
 // Device memory from cuMemAlloc, freed when the buffer dies. Copies are synchronous.
 class DeviceBuffer {

@@ -61,6 +61,8 @@ void launch_cuda_kernel(const CudaFunction& f, const Kernel& kernel, const std::
                         const uint64_t* buffers, const cuda::Stream& s) {
   KILN_CHECK(s.device == f.device, "[cuda] kernel ", kernel.name, " was loaded on cuda:", f.device,
              " but is launched on a stream of cuda:", s.device);
+  KILN_CHECK(static_cast<int>(params.size()) == kernel.num_params, "[cuda] kernel ", kernel.name, " takes ",
+             kernel.num_params, " parameters, launched with ", params.size());
   const CudaLaunch l = cuda_launch_config(kernel, f.rendered, params, device_info(f.device).multiprocessors);
   if (l.grid == 0) return;
   const size_t nb = kernel.buffers.size();

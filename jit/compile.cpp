@@ -186,7 +186,7 @@ std::string Stats::str() const {
      << run_ms << " ms\n";
   os << "native: kernels=" << fused_kernels << " compiled=" << kernels_compiled << " cached=" << kernel_cache_hits
      << " fallbacks=" << codegen_fallbacks << " async=" << async_compiles << " cuda_graphs=" << cuda_graph_plans
-     << "/" << cuda_graph_plans + cuda_graph_refusals << "; fusion " << fusion_ms << " ms, codegen "
+     << "/" << cuda_graph_plans + cuda_graph_refusals << " (" << cuda_graph_launches << " launches); fusion " << fusion_ms << " ms, codegen "
      << codegen_ms << " ms\n";
   for (const auto& r : recompiles) os << "  recompile " << r.function << ": " << r.reason << "\n";
   for (const auto& r : graph_breaks) os << "  break " << r.function << ": " << r.reason << "\n";

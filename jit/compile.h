@@ -99,6 +99,7 @@ struct Stats {
   int64_t async_compiles = 0;     // plans compiled in the background (options.async)
   int64_t cuda_graph_plans = 0;     // plans replayed as CUDA graphs (options.cuda_graphs)
   int64_t cuda_graph_refusals = 0;  // plans that asked and could not be (KILN_LOG=fusion says why)
+  int64_t cuda_graph_launches = 0;  // calls served by launching a captured CUDA graph
   double fusion_ms = 0, codegen_ms = 0;
   std::vector<KernelStats> kernels;  // in the order their plans were built
   std::string str() const;

@@ -8,7 +8,9 @@
 #include "core/ops.h"
 #include "core/tensor_impl.h"
 #include "fusion/partition.h"
+#include "jit/backend.h"
 #include "jit/interpreter.h"
+#include "jit/tracer.h"
 
 namespace kiln::jit {
 namespace {
@@ -90,6 +92,7 @@ Tensor CudaGraphRunner::tensor(int value) {
 }
 
 void CudaGraphRunner::execute() {
+  TraceScope no_trace(nullptr);  // the eager kernels' inner ops run, never recorded
   NoGradGuard no_grad;
   const Graph& g = graph_;
   for (const Node& n : g.nodes) {
@@ -176,6 +179,7 @@ bool CudaGraphRunner::run(const std::vector<Tensor>& bindings, const std::vector
       }
       cuda::launch_graph(exec_, stream_);
       ++replays_;
+      update_stats([](Stats& st) { ++st.cuda_graph_launches; });
     }
   } catch (const Error& e) {
     broken_ = true;

@@ -87,7 +87,11 @@ void Plan::run_impl(const std::vector<Tensor>& bindings, const std::vector<Stora
                     const RngKeys* rng, std::vector<Tensor>* snapshots, const std::vector<Scalar>* scalars) const {
   // An asynchronously compiled plan takes over once it is ready.
   if (const Plan* up = upgrade_.load(std::memory_order_acquire)) return up->run_impl(bindings, adopt, produced, rng, snapshots, scalars);
-  if (cuda_graph_ && !rng && !snapshots && !scalars && cuda_graph_->run(bindings, adopt, produced)) return;
+  // Callers pass empty key and scalar lists for plans without random or per-call-scalar nodes
+  // (CudaGraphRunner refuses plans with them).
+  if (cuda_graph_ && !snapshots && (!rng || rng->empty()) && (!scalars || scalars->empty()) &&
+      cuda_graph_->run(bindings, adopt, produced))
+    return;
   const Graph& g = graph_;
   KILN_INTERNAL_ASSERT(bindings.size() == g.inputs.size(), "jit: plan bound with ", bindings.size(), " inputs, needs ",
                        g.inputs.size());

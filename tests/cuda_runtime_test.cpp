@@ -629,6 +629,7 @@ TEST_F(CudaDevice, CompiledPlansReplayAsCudaGraphs) {
     EXPECT_TRUE(testing::close(g(x, y).cpu(), f(x, y).cpu(), 1e-5, 1e-6)) << "call " << i;
   }
   EXPECT_GT(jit::stats().cuda_graph_plans, 0);
+  EXPECT_GE(jit::stats().cuda_graph_launches, 2) << "calls 3 to 5 (after the warm-up and the capture call) launch the graph";
   // In-place updates of an input reach the caller's tensor.
   auto step = jit::compile([](const Tensor& p, const Tensor& gr) {
     Tensor q = p;
@@ -638,6 +639,14 @@ TEST_F(CudaDevice, CompiledPlansReplayAsCudaGraphs) {
   Tensor p = gpu(ones({32})), gr = gpu(full({32}, 2.0));
   for (int i = 0; i < 4; ++i) step(p, gr);
   EXPECT_TRUE(testing::close(p.cpu(), full({32}, 1.0 - 4 * 0.2), 1e-6, 1e-6));
+  // Extern nodes (a cuBLAS matmul) in the graph too.
+  auto mlp = [](const Tensor& x, const Tensor& w) { return (matmul(x, w) + 1).relu().sum({1}); };
+  auto gm = jit::compile(mlp, o);
+  Tensor w = gpu(randn({100, 20}));
+  for (int i = 0; i < 4; ++i) {
+    Tensor x = gpu(randn({64, 100}));
+    EXPECT_TRUE(testing::close(gm(x, w).cpu(), mlp(x, w).cpu(), 1e-4, 1e-4)) << "call " << i;
+  }
 }
 
 #endif  // KILN_HAS_CUDA_TOOLKIT

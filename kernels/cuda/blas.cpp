@@ -68,8 +68,7 @@ Handle handle_for(int device) {
   thread_local std::unordered_map<int, Handle> handles;  // cuBLAS handles are per thread and device
   auto it = handles.find(device);
   if (it != handles.end()) return it->second;
-  (void)cuda::current_stream(device);
-  cuda::synchronize(device);  // makes the device's context current on this thread
+  cuda::make_current(device);
   Handle h = nullptr;
   const int st = cublas().create(&h);
   KILN_CHECK(st == 0, "[cuda] cublasCreate failed on cuda:", device, " (cublasStatus ", st, ")");
@@ -137,6 +136,7 @@ void gemm(const OpDef& op, const Tensor& a, const Tensor& bm, const Tensor& c, b
   const void* alpha = t == kFloat64 ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta = t == kFloat64 ? static_cast<const void*>(&beta64) : &beta32;
   Handle h = handle_for(device);
+  cuda::make_current(device);  // the handle's device, whatever the last driver call used
   const cuda::Stream s = cuda::current_stream(device);
   KILN_CHECK(cublas().set_stream(h, s.handle) == 0, "[", op.name, "] cublasSetStream failed");
   const int st = cublas().gemm(h, Bo.op, A.op, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), alpha,

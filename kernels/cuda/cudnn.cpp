@@ -65,7 +65,7 @@ cudnnHandle_t handle_for(int device) {
   thread_local std::unordered_map<int, cudnnHandle_t> handles;
   auto it = handles.find(device);
   if (it != handles.end()) return it->second;
-  cuda::synchronize(device);  // makes the device's context current on this thread
+  cuda::make_current(device);
   cudnnHandle_t h = nullptr;
   check(cudnn().cudnnCreate(&h), "conv2d", "cudnnCreate");
   handles.emplace(device, h);
@@ -145,6 +145,7 @@ template <class Perf, class Algos, class Bytes, class Run>
 void run_convolution(const char* op, const char* what, const Tensor& out, Algos&& algos, Bytes&& bytes, Run&& run) {
   const int device = device_of(out);
   cudnnHandle_t h = handle_for(device);
+  cuda::make_current(device);  // the handle's device, whatever the last driver call used
   check(cudnn().cudnnSetStream(h, static_cast<cudaStream_t>(cuda::current_stream(device).handle)), op, "cudnnSetStream");
   Perf perf[8];
   int n = 0;
@@ -158,7 +159,12 @@ void run_convolution(const char* op, const char* what, const Tensor& out, Algos&
   for (int i = 0; i < n && st != CUDNN_STATUS_SUCCESS; ++i) {
     size_t size = 0;
     if (perf[i].status != CUDNN_STATUS_SUCCESS || bytes(h, perf[i].algo, &size) != CUDNN_STATUS_SUCCESS) continue;
-    Tensor ws = workspace(size, out.device());
+    Tensor ws;
+    try {
+      ws = workspace(size, out.device());
+    } catch (const Error&) {
+      continue;  // this algorithm's workspace does not fit: a later one may need less
+    }
     st = run(h, perf[i].algo, alpha, ws.data_ptr(), size, beta);
   }
   check(st, op, what);
@@ -168,7 +174,8 @@ void conv2d_cuda(const OpDef& op, const TensorList& in, TensorList& out, const A
   if (!usable(in, out)) return host_fallback(op, in, out, a);
   NoGradGuard no_grad;
   into_contiguous(out[0], [&](Tensor& o) {
-    const Tensor x = batched4(in[0]), w = in[1].contiguous(), y = batched4(o);
+    // Dense NCHW operands: cuDNN rejects zero (expanded) and overlapping strides.
+    const Tensor x = batched4(in[0]).contiguous(), w = in[1].contiguous(), y = batched4(o);
     if (y.numel() == 0) return;
     Conv cv{"conv2d"};
     describe(cv, x, w.sizes(), y, a, o.dtype());
@@ -196,7 +203,7 @@ void conv2d_backward_input_cuda(const OpDef& op, const TensorList& in, TensorLis
   if (!usable(in, out)) return host_fallback(op, in, out, a);
   NoGradGuard no_grad;
   into_contiguous(out[0], [&](Tensor& o) {
-    const Tensor dy = batched4(in[0]), w = in[1].contiguous(), dx = batched4(o);
+    const Tensor dy = batched4(in[0]).contiguous(), w = in[1].contiguous(), dx = batched4(o);
     if (dx.numel() == 0) return;
     if (dy.numel() == 0) return (void)Tensor(dx).zero_();
     Conv cv{"conv2d_backward_input"};
@@ -221,7 +228,7 @@ void conv2d_backward_weight_cuda(const OpDef& op, const TensorList& in, TensorLi
   if (!usable(in, out)) return host_fallback(op, in, out, a);
   NoGradGuard no_grad;
   into_contiguous(out[0], [&](Tensor& dw) {
-    const Tensor dy = batched4(in[0]), x = batched4(in[1]);
+    const Tensor dy = batched4(in[0]).contiguous(), x = batched4(in[1]).contiguous();
     if (dw.numel() == 0) return;
     if (dy.numel() == 0) return (void)Tensor(dw).zero_();
     Conv cv{"conv2d_backward_weight"};
