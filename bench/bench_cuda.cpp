@@ -85,12 +85,9 @@ Tensor layer_norm_written(const Tensor& x, const Tensor& w, const Tensor& b) {
   return (x - m) * (v + 1e-5).rsqrt() * w + b;
 }
 
-void BM_SoftmaxWritten(benchmark::State& state, int mode) {  // 0 eager, 1 compiled, 2 built-in
-  if (skip_without_gpu(state)) return;
-  manual_seed(0);
-  Tensor x = randn({4096, 1024}).to(kGpu);
-  auto f = jit::compile(softmax_written);
-  auto run = [&] { return mode == 0 ? softmax_written(x) : mode == 1 ? f(x) : softmax(x, -1); };
+// Times run() (one [4096, 1024] float32 pass: 8 bytes per element moved at least).
+template <class Run>
+void time_row_pass(benchmark::State& state, Run&& run) {
   Tensor out = run();
   sync();
   for (auto _ : state) {
@@ -101,20 +98,22 @@ void BM_SoftmaxWritten(benchmark::State& state, int mode) {  // 0 eager, 1 compi
                                               benchmark::Counter::kIsRate);
 }
 
+void BM_SoftmaxWritten(benchmark::State& state, int mode) {  // 0 eager, 1 compiled, 2 built-in
+  if (skip_without_gpu(state)) return;
+  manual_seed(0);
+  Tensor x = randn({4096, 1024}).to(kGpu);
+  auto f = jit::compile(softmax_written);
+  time_row_pass(state, [&] { return mode == 0 ? softmax_written(x) : mode == 1 ? f(x) : softmax(x, -1); });
+}
+
 void BM_LayerNormWritten(benchmark::State& state, int mode) {
   if (skip_without_gpu(state)) return;
   manual_seed(0);
   Tensor x = randn({4096, 1024}).to(kGpu), w = randn({1024}).to(kGpu), b = randn({1024}).to(kGpu);
   auto f = jit::compile(layer_norm_written);
-  auto run = [&] { return mode == 0 ? layer_norm_written(x, w, b) : mode == 1 ? f(x, w, b) : layer_norm(x, {1024}, w, b); };
-  Tensor out = run();
-  sync();
-  for (auto _ : state) {
-    out = run();
-    sync();
-  }
-  state.counters["GBps"] = benchmark::Counter(8.0 * 4096 * 1024 * static_cast<double>(state.iterations()),
-                                              benchmark::Counter::kIsRate);
+  time_row_pass(state, [&] {
+    return mode == 0 ? layer_norm_written(x, w, b) : mode == 1 ? f(x, w, b) : layer_norm(x, {1024}, w, b);
+  });
 }
 
 void BM_MLPStep_b64(benchmark::State& state, bool compiled) {

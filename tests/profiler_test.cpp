@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "bench/compare/compare.h"
+
 #include "fusion/codegen.h"
 #include "kiln/kiln.h"
 #include "test_util.h"
@@ -26,7 +28,8 @@ namespace prof = kiln::profiler;
 
 namespace {
 
-// --- a strict JSON parser (RFC 8259: no NaN/Infinity, no trailing commas, escaped controls) ----
+// --- traces are parsed by bench/compare's JSON parser in strict RFC 8259 mode (no NaN/Infinity:
+// Chrome and Perfetto reject them), into this small tree the checks below read -------------------
 
 struct Json {
   enum Kind { Null, Bool, Num, Str, Arr, Obj } kind = Null;
@@ -48,180 +51,18 @@ struct Json {
   }
 };
 
-class JsonParser {
- public:
-  explicit JsonParser(const std::string& text) : s_(text) {}
-  Json parse() {
-    Json v = value();
-    ws();
-    if (i_ != s_.size()) fail("trailing characters");
-    return v;
-  }
+Json tree(const bench::Json& j) {
+  Json t;
+  t.kind = static_cast<Json::Kind>(static_cast<int>(j.kind));  // the same order of kinds
+  t.b = j.boolean;
+  t.num = j.number;
+  t.str = j.string;
+  for (const bench::Json& e : j.array) t.arr.push_back(tree(e));
+  for (const auto& [k, v] : j.object) t.obj.emplace_back(k, tree(v));
+  return t;
+}
 
- private:
-  [[noreturn]] void fail(const std::string& why) { throw std::runtime_error("JSON: " + why + " at " + std::to_string(i_)); }
-  void ws() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
-  }
-  char peek() {
-    ws();
-    if (i_ >= s_.size()) fail("unexpected end");
-    return s_[i_];
-  }
-  void expect(char c) {
-    if (peek() != c) fail(std::string("expected ") + c);
-    ++i_;
-  }
-  bool literal(std::string_view w) {
-    if (s_.compare(i_, w.size(), w) != 0) return false;
-    i_ += w.size();
-    return true;
-  }
-  Json value() {
-    Json v;
-    const char c = peek();
-    if (c == '{') {
-      v.kind = Json::Obj;
-      ++i_;
-      if (peek() == '}') return ++i_, v;
-      for (;;) {
-        if (peek() != '"') fail("expected a key");
-        std::string k = string();
-        expect(':');
-        v.obj.emplace_back(std::move(k), value());
-        if (peek() == ',') { ++i_; continue; }
-        expect('}');
-        return v;
-      }
-    }
-    if (c == '[') {
-      v.kind = Json::Arr;
-      ++i_;
-      if (peek() == ']') return ++i_, v;
-      for (;;) {
-        v.arr.push_back(value());
-        if (peek() == ',') { ++i_; continue; }
-        expect(']');
-        return v;
-      }
-    }
-    if (c == '"') {
-      v.kind = Json::Str;
-      v.str = string();
-      return v;
-    }
-    if (literal("true")) return v.kind = Json::Bool, v.b = true, v;
-    if (literal("false")) return v.kind = Json::Bool, v;
-    if (literal("null")) return v;
-    v.kind = Json::Num;
-    v.num = number();
-    return v;
-  }
-  double number() {
-    const size_t start = i_;
-    auto digits = [&] {
-      size_t n = 0;
-      while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_, ++n;
-      return n;
-    };
-    if (i_ < s_.size() && s_[i_] == '-') ++i_;
-    if (i_ < s_.size() && s_[i_] == '0') ++i_;
-    else if (digits() == 0) fail("bad number");
-    if (i_ < s_.size() && s_[i_] == '.') {
-      ++i_;
-      if (digits() == 0) fail("bad fraction");
-    }
-    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
-      ++i_;
-      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (digits() == 0) fail("bad exponent");
-    }
-    return std::stod(s_.substr(start, i_ - start));
-  }
-  static void utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xc0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xe0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-      out += static_cast<char>(0xf0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-  }
-  uint32_t hex4() {
-    if (i_ + 4 > s_.size()) fail("short \\u escape");
-    uint32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char h = s_[i_++];
-      v <<= 4;
-      if (h >= '0' && h <= '9') v |= static_cast<uint32_t>(h - '0');
-      else if (h >= 'a' && h <= 'f') v |= static_cast<uint32_t>(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F') v |= static_cast<uint32_t>(h - 'A' + 10);
-      else fail("bad hex digit");
-    }
-    return v;
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    for (;;) {
-      if (i_ >= s_.size()) fail("unterminated string");
-      const auto c = static_cast<unsigned char>(s_[i_++]);
-      if (c == '"') return out;
-      if (c < 0x20) fail("raw control character in a string");
-      if (c >= 0x80) {  // must be valid UTF-8
-        const size_t len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-        if (len == 0 || i_ - 1 + len > s_.size()) fail("invalid UTF-8");
-        for (size_t k = 1; k < len; ++k)
-          if ((static_cast<unsigned char>(s_[i_ - 1 + k]) & 0xc0) != 0x80) fail("invalid UTF-8");
-        out.append(s_, i_ - 1, len);
-        i_ += len - 1;
-        continue;
-      }
-      if (c != '\\') {
-        out += static_cast<char>(c);
-        continue;
-      }
-      if (i_ >= s_.size()) fail("bad escape");
-      const char e = s_[i_++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xd800 && cp < 0xdc00) {
-            if (!literal("\\u")) fail("lone high surrogate");
-            const uint32_t lo = hex4();
-            if (lo < 0xdc00 || lo >= 0xe000) fail("bad low surrogate");
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-          } else if (cp >= 0xdc00 && cp < 0xe000) {
-            fail("lone low surrogate");
-          }
-          utf8(out, cp);
-          break;
-        }
-        default: fail("bad escape");
-      }
-    }
-  }
-  const std::string& s_;
-  size_t i_ = 0;
-};
-
-Json parse_json(const std::string& text) { return JsonParser(text).parse(); }
+Json parse_json(const std::string& text) { return tree(bench::parse_json(text, "trace", /*allow_non_finite=*/false)); }
 
 TEST(JsonParserSelfTest, AcceptsValidRejectsInvalid) {
   Json v = parse_json(R"({"a":[1,-2.5e3,true,null,"x\u00b5\n"],"b":{}})");

@@ -27,7 +27,8 @@ namespace {
 
 class Parser {
  public:
-  Parser(std::string_view text, const std::string& where) : s_(text), where_(where) {}
+  Parser(std::string_view text, const std::string& where, bool allow_non_finite)
+      : s_(text), where_(where), allow_non_finite_(allow_non_finite) {}
 
   Json parse_document() {
     skip_ws();
@@ -144,10 +145,12 @@ class Parser {
 
   double number() {
     const double inf = std::numeric_limits<double>::infinity();
-    if (consume("NaN")) return std::numeric_limits<double>::quiet_NaN();
-    if (consume("-NaN")) return std::numeric_limits<double>::quiet_NaN();
-    if (consume("Infinity")) return inf;
-    if (consume("-Infinity")) return -inf;
+    if (allow_non_finite_) {
+      if (consume("NaN")) return std::numeric_limits<double>::quiet_NaN();
+      if (consume("-NaN")) return std::numeric_limits<double>::quiet_NaN();
+      if (consume("Infinity")) return inf;
+      if (consume("-Infinity")) return -inf;
+    }
     const size_t start = pos_;
     auto digits = [&] {
       const size_t d = pos_;
@@ -260,12 +263,15 @@ class Parser {
 
   std::string_view s_;
   const std::string& where_;
+  bool allow_non_finite_ = true;
   size_t pos_ = 0;
 };
 
 }  // namespace
 
-Json parse_json(std::string_view text, const std::string& where) { return Parser(text, where).parse_document(); }
+Json parse_json(std::string_view text, const std::string& where, bool allow_non_finite) {
+  return Parser(text, where, allow_non_finite).parse_document();
+}
 
 // --- benchmark files ----------------------------------------------------------------------------
 

@@ -39,8 +39,9 @@ struct Json {
   const Json* find(std::string_view key) const;  // object member, or nullptr
 };
 
-// Throws InputError("<where>: line L, column C: <problem>").
-Json parse_json(std::string_view text, const std::string& where);
+// Throws InputError("<where>: line L, column C: <problem>"). `allow_non_finite` false: strict
+// RFC 8259, as Chrome/Perfetto read traces (the profiler's tests parse its traces so).
+Json parse_json(std::string_view text, const std::string& where, bool allow_non_finite = true);
 
 // --- benchmark files ----------------------------------------------------------------------------
 

@@ -8,8 +8,6 @@
 #include <dlfcn.h>
 
 #include <cstdint>
-#include <mutex>
-#include <unordered_map>
 
 #include "autograd/grad_mode.h"
 #include "core/cuda.h"
@@ -65,15 +63,12 @@ const Cublas& cublas() {
 bool cublas_usable() { return cublas().error.empty(); }
 
 Handle handle_for(int device) {
-  thread_local std::unordered_map<int, Handle> handles;  // cuBLAS handles are per thread and device
-  auto it = handles.find(device);
-  if (it != handles.end()) return it->second;
-  cuda::make_current(device);
-  Handle h = nullptr;
-  const int st = cublas().create(&h);
-  KILN_CHECK(st == 0, "[cuda] cublasCreate failed on cuda:", device, " (cublasStatus ", st, ")");
-  handles.emplace(device, h);
-  return h;
+  return thread_handle<Handle>(device, [device] {
+    Handle h = nullptr;
+    const int st = cublas().create(&h);
+    KILN_CHECK(st == 0, "[cuda] cublasCreate failed on cuda:", device, " (cublasStatus ", st, ")");
+    return h;
+  });
 }
 
 int data_type(const OpDef& op, DType t) {

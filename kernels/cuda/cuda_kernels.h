@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda_driver.h"
 #include "core/op.h"
 #include "core/ops.h"
 #include "fusion/kernel_ir.h"
@@ -38,6 +39,18 @@ void into_contiguous(Tensor& out, F&& f) {
   Tensor tmp = empty(out.sizes(), out.dtype(), out.device());
   f(tmp);
   out.copy_(tmp);
+}
+// A library handle (cuBLAS, cuDNN) of this thread for `device`, made by create() with the device's
+// context current on first use; such handles must not be shared between threads.
+template <class Handle, class Create>
+Handle thread_handle(int device, Create&& create) {
+  thread_local std::map<int, Handle> handles;
+  auto it = handles.find(device);
+  if (it != handles.end()) return it->second;
+  cuda::make_current(device);
+  Handle h = create();
+  handles.emplace(device, h);
+  return h;
 }
 // Runs `op`'s CPU kernel on host copies of the inputs and copies the outputs back into `out`.
 void host_fallback(const OpDef& op, const TensorList& inputs, TensorList& out, const Attrs& attrs);

@@ -6,8 +6,6 @@
 #include <cudnn.h>
 #include <dlfcn.h>
 
-#include <mutex>
-#include <unordered_map>
 
 #include "autograd/grad_mode.h"
 #include "core/cuda.h"
@@ -62,14 +60,11 @@ void check(cudnnStatus_t st, const char* op, const char* what) {
 }
 
 cudnnHandle_t handle_for(int device) {
-  thread_local std::unordered_map<int, cudnnHandle_t> handles;
-  auto it = handles.find(device);
-  if (it != handles.end()) return it->second;
-  cuda::make_current(device);
-  cudnnHandle_t h = nullptr;
-  check(cudnn().cudnnCreate(&h), "conv2d", "cudnnCreate");
-  handles.emplace(device, h);
-  return h;
+  return thread_handle<cudnnHandle_t>(device, [] {
+    cudnnHandle_t h = nullptr;
+    check(cudnn().cudnnCreate(&h), "conv2d", "cudnnCreate");
+    return h;
+  });
 }
 
 cudnnDataType_t data_type(DType t) {
