@@ -318,14 +318,14 @@ void cuda_copy(const Tensor& src, const Tensor& dst) {
 
 namespace ops_registration {
 void register_cuda_fused_kernels(OpRegistry& r) {
+  // Every pointwise and reduction row (and layer_norm, which fusion lowers too): what the
+  // partitioner cannot lower for a call goes to the host, and the rows it never lowers get
+  // their composed kernels after this (register_cuda_kernels) — no second list of fusable ops.
   for (const OpDef* d : r.all()) {
     OpDef& row = r.mutable_get(d->name);
-    if (row.kernels[kCudaIdx]) continue;
-    if (row.kind == OpKind::Pointwise) row.kernels[kCudaIdx] = &fused_kernel;
+    if (row.kind == OpKind::Pointwise || row.kind == OpKind::Reduction || row.name == "layer_norm")
+      row.kernels[kCudaIdx] = &fused_kernel;
   }
-  for (const char* name : {"sum", "mean", "prod", "amax", "amin", "var", "std", "logsumexp", "softmax", "log_softmax",
-                           "layer_norm"})
-    r.mutable_get(name).kernels[kCudaIdx] = &fused_kernel;
 }
 }  // namespace ops_registration
 
