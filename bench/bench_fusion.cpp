@@ -11,6 +11,8 @@
 //   (5) EncoderLayer: nn::TransformerEncoderLayer (d_model 256, 4 heads, ff 1024, dropout 0.1,
 //       seq 128, batch 8) forward + backward of out.pow(2).mean() (EncoderLayer_fwd_bwd), and
 //       forward alone in eval mode under NoGradGuard (EncoderLayer_fwd).
+//   (8) Chain_16M/bounds, SoftmaxWritten_4096x1024/bounds: the memory floor and the arithmetic
+//       time of the chain and the written softmax, hence the best speedup any kernel can reach here.
 //   (7) CNNStep: conv-ReLU-maxpool twice + linear on [32, 1, 28, 28], cross_entropy, SGD with
 //       momentum (bench/workloads.h defines the MLP, CNN and encoder workloads).
 // Variants of each workload (benchmark names <workload>/<variant>):
@@ -448,6 +450,94 @@ void register_workload(const std::string& name, const Factory& make, benchmark::
       ->MinTime(paired_min_time());
 }
 
+// --- (8) bounds: the fastest the chain and the written softmax can be on this machine -----------
+// The 5x (chain) and 4x (written softmax) targets against two limits measured in the same
+// run, on the same compiled kernels:
+//   floor    the workload with its transcendental removed (tanh / exp): the same loads, stores and
+//            reductions, so the kernel's memory time;
+//   compute  the compiled workload over 1/256 of the data (L2-resident), called 256 times on one
+//            thread, less 256 calls on a tiny input (a call's fixed cost: guards, dispatch,
+//            allocation), divided by the thread count (perfect scaling, so a lower bound): the
+//            arithmetic time of the whole input with no memory traffic to wait for. One thread,
+//            because waking the pool's passive workers costs more than a cache-sized call.
+// A kernel overlaps the two at best, so compiled time >= max(floor, compute), and
+// `best_speedup` = eager / max(floor, compute) is the most any kernel schedule can reach here.
+// Counters (ms, medians over rotating blocks as in /paired): eager_ms, compiled_ms, floor_ms,
+// compute_ms, speedup (eager / compiled), floor_speedup (eager / floor), best_speedup.
+template <class Fn, class Floor, class Args>
+void run_bounds(benchmark::State& state, const std::string& name, Fn fn, Floor floor_fn, std::shared_ptr<Args> big,
+                std::shared_ptr<Args> small, std::shared_ptr<Args> tiny) {
+  constexpr int kReps = 256;
+  jit::reset();
+  auto compiled = jit::compile(fn, native(name));
+  auto compiled_small = jit::compile(fn, native(name + "_small"));
+  auto compiled_tiny = jit::compile(fn, native(name + "_tiny"));
+  auto floor_compiled = jit::compile(floor_fn, native(name + "_floor"));
+  auto call = [](auto& f, auto& args) { benchmark::DoNotOptimize(std::apply(f, *args).impl()); };
+  std::vector<std::function<void()>> runs = {
+      [&] { call(fn, big); },
+      [&] { call(compiled, big); },
+      [&] { call(floor_compiled, big); },
+      [&] {
+        for (int i = 0; i < kReps; ++i) call(compiled_small, small);
+      },
+      [&] {
+        for (int i = 0; i < kReps; ++i) call(compiled_tiny, tiny);
+      },
+  };
+  for (int warm = 0; warm < 3; ++warm)
+    for (auto& r : runs) r();
+  if (!close(std::apply(compiled, *big), std::apply(fn, *big))) state.SkipWithError((name + ": compiled != eager").c_str());
+  const int threads = get_num_threads();
+  std::vector<std::vector<double>> per_call(runs.size());
+  size_t rot = 0;
+  for (auto _ : state) {
+    for (size_t k = 0; k < runs.size(); ++k) {
+      const size_t v = (k + rot) % runs.size();
+      const bool single = v >= 3;  // the compute runs
+      if (single) set_num_threads(1);
+      auto t0 = Clock::now();
+      runs[v]();
+      per_call[v].push_back(seconds_since(t0) * 1e3);
+      if (single) set_num_threads(threads);
+    }
+    ++rot;
+  }
+  const double eager = median(per_call[0]), comp = median(per_call[1]), floor_ms = median(per_call[2]),
+               compute = std::max(median(per_call[3]) - median(per_call[4]), 0.0) / threads;
+  state.counters["eager_ms"] = eager;
+  state.counters["compiled_ms"] = comp;
+  state.counters["floor_ms"] = floor_ms;
+  state.counters["compute_ms"] = compute;
+  state.counters["speedup"] = eager / comp;
+  state.counters["floor_speedup"] = eager / floor_ms;
+  state.counters["best_speedup"] = eager / std::max(floor_ms, compute);
+}
+
+Tensor chain_floor(const Tensor& x, const Tensor& y, const Tensor& z) { return ((x * 1.5 + y).relu() * z) + x; }
+
+Tensor softmax_floor(const Tensor& x) {
+  Tensor e = x - x.amax({-1}, true);
+  return e / e.sum({-1}, true);
+}
+
+void BM_ChainBounds(benchmark::State& state) {
+  manual_seed(0);
+  auto big = std::make_shared<std::tuple<Tensor, Tensor, Tensor>>(randn({k16M}), randn({k16M}), randn({k16M}));
+  const int64_t n = k16M / 256;
+  auto small = std::make_shared<std::tuple<Tensor, Tensor, Tensor>>(randn({n}), randn({n}), randn({n}));
+  auto tiny = std::make_shared<std::tuple<Tensor, Tensor, Tensor>>(randn({8}), randn({8}), randn({8}));
+  run_bounds(state, "chain_bounds", chain, chain_floor, big, small, tiny);
+}
+
+void BM_SoftmaxBounds(benchmark::State& state) {
+  manual_seed(0);
+  auto big = std::make_shared<std::tuple<Tensor>>(randn({kRows, kCols}));
+  auto small = std::make_shared<std::tuple<Tensor>>(randn({kRows / 256, kCols}));
+  auto tiny = std::make_shared<std::tuple<Tensor>>(randn({2, 8}));
+  run_bounds(state, "softmax_bounds", softmax_written, softmax_floor, big, small, tiny);
+}
+
 // --- (6) compile latency ------------------------------------------------------------------------
 
 // Eager steps of the compile-latency workload: warms what is not the JIT's (oneDNN builds its GEMM
@@ -577,6 +667,11 @@ int main(int argc, char** argv) {
   register_workload("Chain_1K", chain_workload(1024), kMicrosecond, 64);
   register_workload("SoftmaxWritten_4096x1024", softmax_workload(), kMillisecond, 1, {"builtin"});
   register_workload("LayerNormWritten_4096x1024", layer_norm_workload(), kMillisecond, 1, {"builtin"});
+  benchmark::RegisterBenchmark("Chain_16M/bounds", BM_ChainBounds)->Unit(kMillisecond)->UseRealTime()->MinTime(paired_min_time());
+  benchmark::RegisterBenchmark("SoftmaxWritten_4096x1024/bounds", BM_SoftmaxBounds)
+      ->Unit(kMillisecond)
+      ->UseRealTime()
+      ->MinTime(paired_min_time());
   register_workload("MLPStep_SGDMomentum_b64", mlp_workload(Opt::SGDMomentum, 64), kMillisecond, 2);
   register_workload("MLPStep_Adam_b64", mlp_workload(Opt::Adam, 64), kMillisecond, 2);
   register_workload("MLPStep_Adam_b512", mlp_workload(Opt::Adam, 512), kMillisecond, 1);
