@@ -1,9 +1,7 @@
 #include "fusion/llvm_jit.h"
+#include "fusion/cache_file.h"
 #include "fusion/hash.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
@@ -27,7 +25,6 @@
 #include <cstring>
 #include <memory>
 #include <optional>
-#include <random>
 
 #include "core/error.h"
 #include "core/profiler.h"
@@ -162,32 +159,6 @@ static_assert(sizeof(FileHeader) == 48);
 constexpr uint64_t kChecksumSeed = 0x6b696c6e63686b73ull;  // "kilnchks"
 constexpr uint64_t kMaxFileSize = uint64_t(1) << 30;
 
-bool read_all(int fd, std::string* out) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > kMaxFileSize) return false;
-  out->resize(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < out->size()) {
-    ssize_t r = ::read(fd, out->data() + done, out->size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    done += static_cast<size_t>(r);
-  }
-  out->resize(done);  // a file truncated under us reads short and fails the size checks
-  return true;
-}
-
-bool write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 }  // namespace
 
 const std::string& host_description() { return session().description; }
@@ -266,12 +237,10 @@ std::vector<uint64_t> load_object(const std::string& object, const std::vector<s
 }
 
 DiskRead read_cache_file(const std::string& path, const std::string& keys, std::string* object) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? DiskRead::Missing : DiskRead::Rejected;
   std::string data;
-  const bool ok = read_all(fd, &data);
-  ::close(fd);
-  if (!ok || data.size() < sizeof(FileHeader)) return DiskRead::Rejected;
+  const FileRead read = read_whole_file(path, kMaxFileSize, &data);
+  if (read == FileRead::Missing) return DiskRead::Missing;
+  if (read != FileRead::Ok || data.size() < sizeof(FileHeader)) return DiskRead::Rejected;
   FileHeader h;
   std::memcpy(&h, data.data(), sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.version != kFormatVersion || h.header_size != sizeof(FileHeader) ||
@@ -286,12 +255,6 @@ DiskRead read_cache_file(const std::string& path, const std::string& keys, std::
 }
 
 bool write_cache_file(const std::string& path, const std::string& keys, const std::string& object) {
-  static std::atomic<uint64_t> counter{0};
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1)) + "." +
-                          hex64(rng());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return false;
   FileHeader h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
   h.version = kFormatVersion;
@@ -300,12 +263,7 @@ bool write_cache_file(const std::string& path, const std::string& keys, const st
   h.keys_size = keys.size();
   h.payload_size = object.size();
   h.payload_checksum = hash64(object, kChecksumSeed);
-  bool ok = write_all(fd, reinterpret_cast<const char*>(&h), sizeof h) && write_all(fd, keys.data(), keys.size()) &&
-            write_all(fd, object.data(), object.size());
-  ok = (::close(fd) == 0) && ok;
-  if (ok) ok = ::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) ::unlink(tmp.c_str());
-  return ok;
+  return write_file_atomically(path, {std::string_view(reinterpret_cast<const char*>(&h), sizeof h), keys, object});
 }
 
 }  // namespace kiln::fusion::llvm_jit

@@ -1,4 +1,5 @@
 #include "fusion/nvrtc.h"
+#include "fusion/cache_file.h"
 #include "fusion/hash.h"
 
 #include "core/error.h"
@@ -14,18 +15,14 @@ std::vector<std::string> nvrtc_options(int arch) {
 #if KILN_HAS_CUDA_TOOLKIT
 
 #include <dlfcn.h>
-#include <fcntl.h>
 #include <nvrtc.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
-#include <random>
 #include <string_view>
 #include <unordered_map>
 
@@ -117,34 +114,13 @@ struct FileHeader {
   uint64_t checksum;  // of everything after the header
 };
 
-bool read_file(const std::string& path, std::string* data, bool* missing) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *missing = errno == ENOENT;
-    return false;
-  }
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      ::close(fd);
-      return false;
-    }
-    if (r == 0) break;
-    data->append(buf, static_cast<size_t>(r));
-  }
-  ::close(fd);
-  return true;
-}
-
 enum class DiskRead { Missing, Rejected, Hit };
 
 DiskRead read_cache_file(const std::string& path, const std::string& key, CudaBinary* out) {
   std::string data;
-  bool missing = false;
-  if (!read_file(path, &data, &missing)) return missing ? DiskRead::Missing : DiskRead::Rejected;
-  if (data.size() < sizeof(FileHeader)) return DiskRead::Rejected;
+  const FileRead read = read_whole_file(path, sizeof(FileHeader) + 4 * kMaxPart, &data);
+  if (read == FileRead::Missing) return DiskRead::Missing;
+  if (read != FileRead::Ok || data.size() < sizeof(FileHeader)) return DiskRead::Rejected;
   FileHeader h;
   std::memcpy(&h, data.data(), sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.version != kFormatVersion || h.header_size != sizeof(FileHeader) ||
@@ -162,14 +138,7 @@ DiskRead read_cache_file(const std::string& path, const std::string& key, CudaBi
   return out->cubin.empty() ? DiskRead::Rejected : DiskRead::Hit;
 }
 
-// A unique temporary file in the same directory, renamed over `path` (readers see the old file
-// or the new one, never half of one). False on any I/O failure.
 bool write_cache_file(const std::string& path, const std::string& key, const CudaBinary& b) {
-  static std::atomic<uint64_t> counter{0};
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1)) + "." +
-                          hex64(rng());
-  std::string body = key + b.cubin + b.ptx + b.log;
   FileHeader h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
   h.version = kFormatVersion;
@@ -178,24 +147,9 @@ bool write_cache_file(const std::string& path, const std::string& key, const Cud
   h.cubin_size = b.cubin.size();
   h.ptx_size = b.ptx.size();
   h.log_size = b.log.size();
+  const std::string body = key + b.cubin + b.ptx + b.log;
   h.checksum = hash64(body, kChecksumSeed);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return false;
-  auto write_all = [&](const char* p, size_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  };
-  bool ok = write_all(reinterpret_cast<const char*>(&h), sizeof h) && write_all(body.data(), body.size());
-  ok = (::close(fd) == 0) && ok;
-  if (ok) ok = ::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) ::unlink(tmp.c_str());
-  return ok;
+  return write_file_atomically(path, {std::string_view(reinterpret_cast<const char*>(&h), sizeof h), body});
 }
 
 // ---- the cache -------------------------------------------------------------------------------
