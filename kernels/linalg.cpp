@@ -6,6 +6,7 @@
 #include "kernels/conv.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/matmul_operands.h"
 
 namespace kiln {
 namespace {
@@ -61,16 +62,8 @@ std::vector<TensorMeta> matmul_infer(const OpDef& op, const TensorList& in, cons
 }
 
 void matmul_cpu(const OpDef&, const TensorList& in, TensorList& out, const Attrs&) {
-  Tensor a = in[0], b = in[1], o = out[0];
-  if (b.dim() == 1) {
-    b = b.unsqueeze(-1);
-    o = o.unsqueeze(-1);
-  }
-  if (a.dim() == 1) {
-    a = a.unsqueeze(0);
-    o = o.unsqueeze(-2);
-  }
-  cpu::matmul_batched(a, b, o);
+  MatmulOperands m = matmul_as_matrices(in[0], in[1], out[0]);
+  cpu::matmul_batched(m.a, m.b, m.out);
 }
 
 // linear(x [..., K], w [N, K], b [N]?) -> [..., N]

@@ -14,6 +14,7 @@
 #include "core/ops.h"
 #include "core/tensor_impl.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/matmul_operands.h"
 
 namespace kiln {
 namespace {
@@ -153,15 +154,7 @@ void mm_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs
 void matmul_cuda(const OpDef& op, const TensorList& in, TensorList& out, const Attrs& attrs) {
   if (!cublas_usable() || !blas_dtype(out[0].dtype()) || !out[0].is_contiguous()) return host_fallback(op, in, out, attrs);
   NoGradGuard no_grad;
-  Tensor a = in[0], b = in[1], o = out[0];
-  if (b.dim() == 1) {
-    b = b.unsqueeze(-1);
-    o = o.unsqueeze(-1);
-  }
-  if (a.dim() == 1) {
-    a = a.unsqueeze(0);
-    o = o.unsqueeze(-2);
-  }
+  auto [a, b, o] = matmul_as_matrices(in[0], in[1], out[0]);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   if (a.dim() == 2 && b.dim() == 2) return gemm(op, a, b, o, false);
   // Batch dims broadcast: both operands expanded to the output's batch, as [B, rows, cols].
