@@ -1,6 +1,8 @@
 // conv2d, max_pool2d, avg_pool2d against naive float64 loops, plus every error path.
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "core/op.h"
 #include "op_table.h"
@@ -88,6 +90,80 @@ TEST(OpsConv, Conv2dShapes) {
   Tensor out = zeros({1, 3, 3, 3}).transpose(2, 3);
   call_op_out(op_def("conv2d"), out, {x, w}, {Shape{1, 1}, Shape{0, 0}, Shape{1, 1}, int64_t(1)});
   EXPECT_TRUE(kiln::testing::close(out, ref_conv2d({x.to(kFloat64), w.to(kFloat64)}, {}), 1e-4, 1e-5));
+}
+
+// --- conv2d backward kernels ---------------------------------------------------------------------
+
+struct ConvGeom {
+  int64_t N, C, H, W, O, kH, kW;
+  ConvArgs a;
+  int64_t oH() const { return (H + 2 * a.pH - a.dH * (kH - 1) - 1) / a.sH + 1; }
+  int64_t oW() const { return (W + 2 * a.pW - a.dW * (kW - 1) - 1) / a.sW + 1; }
+};
+
+// Both gradients of conv2d by direct loops in float64 (gy, x, w float64 contiguous):
+// grad_weight[o, c, i, j] = sum_{n, y, z} gy[n, o, y, z] * x[n, g*Cg + c, h(y, i), w(z, j)], and
+// grad_input gets the same products scattered through w.
+std::pair<Tensor, Tensor> ref_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const ConvGeom& c) {
+  const ConvArgs& a = c.a;
+  const int64_t Cg = c.C / a.groups, Og = c.O / a.groups, oH = c.oH(), oW = c.oW();
+  Tensor dx = zeros({c.N, c.C, c.H, c.W}, kFloat64), dw = zeros({c.O, Cg, c.kH, c.kW}, kFloat64);
+  const double *gp = gy.data_ptr<double>(), *xp = x.data_ptr<double>(), *wp = w.data_ptr<double>();
+  double *dxp = dx.data_ptr<double>(), *dwp = dw.data_ptr<double>();
+  for (int64_t n = 0; n < c.N; ++n)
+    for (int64_t o = 0; o < c.O; ++o)
+      for (int64_t y = 0; y < oH; ++y)
+        for (int64_t z = 0; z < oW; ++z) {
+          const double g = gp[((n * c.O + o) * oH + y) * oW + z];
+          for (int64_t ci = 0; ci < Cg; ++ci)
+            for (int64_t i = 0; i < c.kH; ++i)
+              for (int64_t j = 0; j < c.kW; ++j) {
+                const int64_t h = y * a.sH - a.pH + i * a.dH, ww = z * a.sW - a.pW + j * a.dW;
+                if (h < 0 || h >= c.H || ww < 0 || ww >= c.W) continue;
+                const int64_t xi = ((n * c.C + o / Og * Cg + ci) * c.H + h) * c.W + ww;
+                const int64_t wi = ((o * Cg + ci) * c.kH + i) * c.kW + j;
+                dwp[wi] += g * xp[xi];
+                dxp[xi] += g * wp[wi];
+              }
+        }
+  return {dx, dw};
+}
+
+// float32 (oneDNN, whose primitives choose blocked layouts the operands are reordered into and out
+// of) and float64 (GEMM) backward kernels against the loops. The shapes include one input channel
+// on 28x28 images (the case plain layouts made slow), channel counts that are and are not
+// multiples of oneDNN's block, groups with stride and dilation, and depthwise.
+TEST(OpsConv, Conv2dBackwardKernels) {
+  const std::vector<ConvGeom> geoms{
+      {4, 1, 28, 28, 16, 5, 5, {.pH = 2, .pW = 2}},
+      {4, 1, 28, 28, 16, 3, 3, {.pH = 1, .pW = 1}},
+      {2, 16, 14, 14, 32, 3, 3, {.pH = 1, .pW = 1}},
+      {2, 3, 11, 9, 5, 3, 2, {.sH = 2, .pH = 1}},
+      {2, 6, 9, 8, 4, 3, 2, {.sH = 2, .sW = 1, .pH = 1, .pW = 1, .dH = 1, .dW = 2, .groups = 2}},
+      {2, 16, 10, 10, 32, 3, 3, {.pH = 1, .pW = 1, .groups = 4}},
+      {2, 8, 10, 10, 8, 3, 3, {.pH = 1, .pW = 1, .groups = 8}},
+  };
+  uint64_t seed = 10;
+  for (const ConvGeom& c : geoms) {
+    SCOPED_TRACE(::testing::Message() << "N " << c.N << " C " << c.C << " " << c.H << "x" << c.W << " O " << c.O
+                                      << " k " << c.kH << "x" << c.kW << " groups " << c.a.groups);
+    const Shape xs{c.N, c.C, c.H, c.W}, ws{c.O, c.C / c.a.groups, c.kH, c.kW};
+    Tensor x = optable::random_input(xs, kFloat32, {}, seed++), w = optable::random_input(ws, kFloat32, {}, seed++);
+    Tensor gy = optable::random_input({c.N, c.O, c.oH(), c.oW()}, kFloat32, {}, seed++);
+    auto [dx_ref, dw_ref] = ref_conv2d_backward(gy.to(kFloat64), x.to(kFloat64), w.to(kFloat64), c);
+    const Shape s{c.a.sH, c.a.sW}, p{c.a.pH, c.a.pW}, d{c.a.dH, c.a.dW};
+    for (DType dt : {kFloat32, kFloat64}) {
+      SCOPED_TRACE(dt);
+      const double rtol = dt == kFloat32 ? 1e-4 : 1e-12, atol = dt == kFloat32 ? 5e-4 : 1e-12;
+      // Twice: the second call runs the cached primitive and reorders.
+      for (int rep = 0; rep < 2; ++rep) {
+        EXPECT_TRUE(kiln::testing::close(conv2d_backward_weight(gy.to(dt), x.to(dt), ws, s, p, d, c.a.groups), dw_ref,
+                                         rtol, atol));
+        EXPECT_TRUE(kiln::testing::close(conv2d_backward_input(gy.to(dt), w.to(dt), xs, s, p, d, c.a.groups), dx_ref,
+                                         rtol, atol));
+      }
+    }
+  }
 }
 
 TEST(OpsConv, Conv2dErrors) {
