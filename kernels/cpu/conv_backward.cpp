@@ -106,8 +106,11 @@ std::shared_ptr<const BackwardPrimitive> make_backward(dnnl::primitive prim, con
   return bp;
 }
 
+// Backward data keeps the plain layouts when the input has fewer channels than oneDNN's channel
+// block (8 with AVX2): a blocked diff_src would be padded up to the block, and the im2col + gemm
+// path is the faster one there (N=32, C=1, 28x28, 5x5: 0.8 ms against 2.2 ms on one thread).
 std::shared_ptr<const BackwardPrimitive> create_backward_data(const Conv2dParams& p) {
-  const Descs user = descs_of(p, false), any = descs_of(p, true);
+  const Descs user = descs_of(p, false), any = descs_of(p, p.C >= 8);
   dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, any.src, any.wei, any.dst,
                                            any.strides, any.dilates, any.padding, any.padding);
   dnnl::convolution_backward_data::primitive_desc pd(bd, user_scratchpad(), cpu_engine(), forward_hint(any));
