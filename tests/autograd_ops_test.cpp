@@ -277,6 +277,22 @@ TEST(AutogradPool, MaxPool2dIndices) {
   EXPECT_EQ(to_vec(m), (std::vector<double>{-std::numeric_limits<double>::infinity()}));
   m.sum().backward();
   EXPECT_EQ(to_vec(small.grad()), (std::vector<double>(4, 0.0)));
+  // NaNs: the value is NaN and the index the window's last NaN in row-major order (PyTorch's rule:
+  // move on a greater value or a NaN), whichever lane of a row the window is in.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<float> xs(40, 0.0f);
+  xs[0] = xs[21] = static_cast<float>(nan);  // window 0: NaNs at 0 and 21
+  xs[17] = static_cast<float>(nan);          // window 8: a NaN at 17 before a larger value at 37
+  xs[37] = 5.0f;
+  Tensor xn = tensor(xs).view({1, 2, 20});
+  Tensor idn = max_pool2d_indices(xn, {2}, {2});
+  std::vector<double> want(10, 0.0);
+  for (int k = 0; k < 10; ++k) want[static_cast<size_t>(k)] = 2 * k;  // all-zero windows: the first element
+  want[0] = 21, want[8] = 17;
+  EXPECT_EQ(to_vec(idn), want);
+  std::vector<double> vals = to_vec(max_pool2d(xn, {2}, {2}));
+  EXPECT_TRUE(std::isnan(vals[0]) && std::isnan(vals[8]));
+  EXPECT_EQ(vals[1], 0.0);
   // The backward row scatters by those indices, summing repeated ones.
   Tensor g = max_pool2d_backward(tensor({{{1.0, 2.0}, {3.0, 4.0}}}), tensor({{{4, 4}, {8, 0}}}), {1, 3, 3});
   EXPECT_EQ(to_vec(g), (std::vector<double>{4, 0, 0, 0, 3, 0, 0, 0, 3}));

@@ -265,6 +265,14 @@ TEST(OpsConv, MaxPool2d) {
   check_case(pool_case("max_pool2d_ceil_dil", shapes,
                        {.kH = 3, .kW = 3, .sH = 3, .sW = 2, .pH = 1, .pW = 1, .dH = 1, .dW = 2, .ceil_mode = true}, true));
   check_case(pool_case("max_pool2d_empty_batch", {{{0, 2, 4, 4}}}, {.kH = 2, .kW = 2, .sH = 2, .sW = 2}, true));
+  // Wide rows (the kernels run a window's taps over a whole output row at once, in vector lanes)
+  // and a column stride other than 1 or 2 (the kernels' generic stride).
+  const std::vector<std::vector<Shape>> wide{{{2, 2, 6, 37}}, {{1, 3, 9, 64}}};
+  check_case(pool_case("max_pool2d_wide", wide, {.kH = 2, .kW = 2, .sH = 2, .sW = 2}, true));
+  check_case(pool_case("max_pool2d_wide_pad", wide, {.kH = 3, .kW = 3, .sH = 1, .sW = 1, .pH = 1, .pW = 1}, true));
+  check_case(pool_case("max_pool2d_stride3", wide, {.kH = 2, .kW = 4, .sH = 2, .sW = 3, .pH = 1, .pW = 2, .dW = 1}, true));
+  check_case(pool_case("max_pool2d_stride3_dil", wide,
+                       {.kH = 2, .kW = 3, .sH = 1, .sW = 3, .pW = 1, .dH = 2, .dW = 2, .ceil_mode = true}, true));
 }
 
 TEST(OpsConv, AvgPool2d) {

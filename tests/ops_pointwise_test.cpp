@@ -162,7 +162,14 @@ TEST(PointwiseTable, Binary) {
 TEST(PointwiseTable, TernaryAndParametrised) {
   OpCase where;
   where.name = "where";
+  // Plus rows long enough for vector lanes with each of a and b whole or a broadcast scalar (the
+  // CPU kernel's four fast paths), and a condition broadcast along rows (its strided path).
   where.shape_sets = kTernaryShapes;
+  for (std::vector<Shape> set : std::vector<std::vector<Shape>>{{{4, 37}, {4, 37}, {}},
+                                                                {{4, 37}, {}, {4, 37}},
+                                                                {{4, 37}, {}, {}},
+                                                                {{4, 1}, {4, 37}, {37}}})
+    where.shape_sets.push_back(set);
   where.dtypes = all_dtypes();
   where.make_input = [](size_t i, const Shape& s, DType dt) {
     return i == 0 ? random_input(s, kBool, {}, 11 + s.size()) : random_input(s, dt, {-3, 3}, 17 * (i + 1) + s.size());
@@ -174,6 +181,7 @@ TEST(PointwiseTable, TernaryAndParametrised) {
 
   OpCase clamp = where;
   clamp.name = "clamp";
+  clamp.shape_sets = kTernaryShapes;
   clamp.dtypes = numeric_dtypes();
   clamp.make_input = {};
   clamp.run = [](const TensorList& in) { return kiln::clamp(in[0], std::optional<Tensor>(in[1]), std::optional<Tensor>(in[2])); };

@@ -75,11 +75,57 @@ void pointwise_run(char** p, const int64_t* s, int64_t n) {
   }
 }
 
+// where(cond, a, b) reads its bool condition as bytes (no cast to the value dtype: one pass, not
+// two) and selects without branching (a random mask would mispredict every other element), with
+// contiguous and broadcast-scalar fast paths for a and b (relu's backward is where(x > 0, g, 0)).
+template <class T>
+void where_run(char** p, const int64_t* s, int64_t n) {
+  constexpr int64_t st = sizeof(T);
+  T* __restrict o = reinterpret_cast<T*>(p[0]);
+  const uint8_t* __restrict c = reinterpret_cast<const uint8_t*>(p[1]);
+  const T* __restrict a = reinterpret_cast<const T*>(p[2]);
+  const T* __restrict b = reinterpret_cast<const T*>(p[3]);
+  if (s[0] == st && s[1] == 1) {
+    // Both values loaded unconditionally so that the select is a blend, not a branch.
+    auto loop = [&](auto get_a, auto get_b) {
+      for (int64_t i = 0; i < n; ++i) {
+        const T av = get_a(i), bv = get_b(i);
+        o[i] = c[i] != 0 ? av : bv;
+      }
+    };
+    auto vec = [](const T* x) { return [x](int64_t i) { return x[i]; }; };
+    auto one = [](const T* x) { return [v = x[0]](int64_t) { return v; }; };
+    if (s[2] == st && s[3] == st) return loop(vec(a), vec(b));
+    if (s[2] == st && s[3] == 0) return loop(vec(a), one(b));
+    if (s[2] == 0 && s[3] == st) return loop(one(a), vec(b));
+    if (s[2] == 0 && s[3] == 0) return loop(one(a), one(b));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T av = *reinterpret_cast<const T*>(p[2] + i * s[2]), bv = *reinterpret_cast<const T*>(p[3] + i * s[3]);
+    *reinterpret_cast<T*>(p[0] + i * s[0]) = *reinterpret_cast<const uint8_t*>(p[1] + i * s[1]) != 0 ? av : bv;
+  }
+}
+
 template <class F>
 void pointwise_kernel(const OpDef& op, const TensorList& in, TensorList& out, const Attrs&) {
   const DType compute = pointwise_compute_dtype<F>(in);
   TensorList cast(in.size());
-  for (size_t i = 0; i < in.size(); ++i) cast[i] = in[i].dtype() == compute ? in[i] : in[i].to(compute);
+  constexpr size_t first_cast = std::is_same_v<F, formulas::Where> ? 1 : 0;  // where's bool condition stays as it is
+  for (size_t i = 0; i < in.size(); ++i)
+    cast[i] = i < first_cast || in[i].dtype() == compute ? in[i] : in[i].to(compute);
+  if constexpr (std::is_same_v<F, formulas::Where>) {
+    StridedIter it = make_iter(out[0], cast);
+    auto run = [&]<class T>() {
+      for_each_run(it, [](char** p, const int64_t* s, int64_t n) { where_run<T>(p, s, n); });
+    };
+    switch (itemsize(compute)) {  // a select moves bits: one loop per element size
+      case 1: run.template operator()<uint8_t>(); return;
+      case 2: run.template operator()<uint16_t>(); return;
+      case 4: run.template operator()<uint32_t>(); return;
+      case 8: run.template operator()<uint64_t>(); return;
+      default: KILN_FAIL("[", op.name, "] is not supported for dtype ", compute);
+    }
+  }
   StridedIter it = make_iter(out[0], cast);
   auto run = [&]<class T>() {
     using Out = std::conditional_t<F::rule == PointwiseRule::BoolOut, bool, T>;

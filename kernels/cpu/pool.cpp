@@ -12,12 +12,6 @@
 namespace kiln::cpu {
 namespace {
 
-template <class T>
-bool is_nan(T v) {
-  if constexpr (std::is_integral_v<T>) return false;
-  else return std::isnan(static_cast<opmath_t<T>>(v));
-}
-
 // Runs fn(in_plane, out_plane) over the contiguous [P, H, W] input and [P, oH, oW] output.
 template <class T, class TOut = T, class Fn>
 void for_each_plane(const Tensor& input, const Tensor& out, const Pool2dParams& p, Fn&& fn) {
@@ -34,65 +28,112 @@ void for_each_plane(const Tensor& input, const Tensor& out, const Pool2dParams& 
   });
 }
 
-template <class T>
-void max_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
+// Each window's in-bounds rows (h = begin, begin + dH, ... < end) and likewise columns, computed
+// once per call so that the per-plane loops carry no bounds checks. A window that misses the
+// input has begin >= end.
+struct WindowBounds {
+  std::vector<int64_t> h_begin, h_end, w_begin, w_end;
+};
+
+WindowBounds window_bounds(int64_t H, int64_t W, const Pool2dParams& p) {
+  auto axis = [](int64_t n_out, int64_t stride, int64_t pad, int64_t dil, int64_t k, int64_t size,
+                 std::vector<int64_t>& begin, std::vector<int64_t>& end) {
+    begin.resize(static_cast<size_t>(n_out));
+    end.resize(static_cast<size_t>(n_out));
+    for (int64_t o = 0; o < n_out; ++o) {
+      const int64_t first = o * stride - pad;
+      // The first tap at or after 0: first + ceil(-first / dil) * dil.
+      const int64_t b = first >= 0 ? first : first + (-first + dil - 1) / dil * dil;
+      begin[static_cast<size_t>(o)] = b;
+      end[static_cast<size_t>(o)] = std::min(first + (k - 1) * dil + 1, size);
+    }
+  };
+  WindowBounds wb;
+  axis(p.oH, p.sH, p.pH, p.dH, p.kH, H, wb.h_begin, wb.h_end);
+  axis(p.oW, p.sW, p.pW, p.dW, p.kW, W, wb.w_begin, wb.w_end);
+  return wb;
+}
+
+// PyTorch's max_pool2d_with_indices rule, for the values and the indices alike: visit the window in
+// row-major order from its first in-bounds element and move on a strictly greater value or a NaN
+// (so a NaN wins, and among NaNs the last). Per output row, the taps are applied to all the row's
+// windows at once (loop over ow innermost, windows' running maxima in a buffer): the select then
+// vectorises into blends instead of branches that a random input would mispredict. Each window
+// still sees its taps in row-major order. kSW: the column stride when it is 1 or 2 (constant
+// strides let the loads vectorise), else 0.
+template <class T, bool kIndices, class Out, int kSW>
+void max_pool_planes(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
   using acc_t = opmath_t<T>;
   const int64_t H = input.size(1), W = input.size(2);
-  for_each_plane<T>(input, out, p, [&](const T* x, T* o) {
+  const WindowBounds wb = window_bounds(H, W, p);
+  const int64_t oW = p.oW, kW = p.kW, dH = p.dH, dW = p.dW, pW = p.pW;
+  const int64_t sW = kSW > 0 ? kSW : p.sW;
+  const acc_t lowest = std::numeric_limits<acc_t>::has_infinity ? -std::numeric_limits<acc_t>::infinity()
+                                                                : std::numeric_limits<acc_t>::lowest();
+  // For column tap j, the outputs whose tap lands inside the input: w = ow*sW - pW + j*dW in [0, W).
+  std::vector<int64_t> ow_lo(static_cast<size_t>(kW)), ow_hi(static_cast<size_t>(kW));
+  for (int64_t j = 0; j < kW; ++j) {
+    const int64_t off = j * dW - pW;  // w = ow*sW + off
+    const int64_t lo = off >= 0 ? 0 : (-off + sW - 1) / sW;
+    const int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sW + 1;
+    ow_lo[static_cast<size_t>(j)] = std::min(lo, oW);
+    ow_hi[static_cast<size_t>(j)] = std::max(std::min(hi, oW), ow_lo[static_cast<size_t>(j)]);
+  }
+  for_each_plane<T, Out>(input, out, p, [&](const T* x, Out* o) {
+    thread_local std::vector<acc_t> best_buf;
+    thread_local std::vector<int64_t> arg_buf;
+    best_buf.resize(static_cast<size_t>(oW));
+    if (kIndices) arg_buf.resize(static_cast<size_t>(oW));
+    acc_t* __restrict best = best_buf.data();
+    int64_t* __restrict arg = arg_buf.data();
     for (int64_t oh = 0; oh < p.oH; ++oh) {
-      const int64_t h0 = oh * p.sH - p.pH;
-      for (int64_t ow = 0; ow < p.oW; ++ow) {
-        const int64_t w0 = ow * p.sW - p.pW;
-        acc_t best = std::numeric_limits<acc_t>::has_infinity ? -std::numeric_limits<acc_t>::infinity()
-                                                              : std::numeric_limits<acc_t>::lowest();
-        for (int64_t i = 0; i < p.kH; ++i) {
-          const int64_t h = h0 + i * p.dH;
-          if (h < 0 || h >= H) continue;
-          for (int64_t j = 0; j < p.kW; ++j) {
-            const int64_t w = w0 + j * p.dW;
-            if (w < 0 || w >= W) continue;
-            const acc_t v = static_cast<acc_t>(x[h * W + w]);
-            if (v > best || is_nan(v)) best = v;  // NaN propagates, as in PyTorch
-          }
-          if (is_nan(best)) break;
+      const int64_t hb = wb.h_begin[static_cast<size_t>(oh)], he = wb.h_end[static_cast<size_t>(oh)];
+      for (int64_t ow = 0; ow < oW; ++ow) {
+        best[ow] = lowest;
+        if constexpr (kIndices) {
+          const int64_t wbeg = wb.w_begin[static_cast<size_t>(ow)], wend = wb.w_end[static_cast<size_t>(ow)];
+          arg[ow] = hb < he && wbeg < wend ? hb * W + wbeg : -1;  // -1: the window misses the input
         }
-        o[oh * p.oW + ow] = static_cast<T>(best);
+      }
+      for (int64_t h = hb; h < he; h += dH) {
+        const T* __restrict row = x + h * W;
+        for (int64_t j = 0; j < kW; ++j) {
+          const int64_t off = j * dW - pW, lo = ow_lo[static_cast<size_t>(j)], hi = ow_hi[static_cast<size_t>(j)];
+          for (int64_t ow = lo; ow < hi; ++ow) {
+            const int64_t w = ow * sW + off;
+            const acc_t v = static_cast<acc_t>(row[w]);
+            const bool take = v > best[ow] || v != v;
+            best[ow] = take ? v : best[ow];
+            if constexpr (kIndices) arg[ow] = take ? h * W + w : arg[ow];
+          }
+        }
+      }
+      Out* orow = o + oh * oW;
+      for (int64_t ow = 0; ow < oW; ++ow) {
+        if constexpr (kIndices) orow[ow] = arg[ow];
+        else orow[ow] = static_cast<T>(best[ow]);
       }
     }
   });
 }
 
-// PyTorch's max_pool2d_with_indices rule: start at the window's first in-bounds element, move on
-// a strictly greater value or a NaN. A dilated window can miss the input entirely (its max is
-// -inf); it gets -1, where PyTorch would name an element past the plane.
+template <class T, bool kIndices, class Out>
+void max_pool_dispatch_stride(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
+  if (p.sW == 1) return max_pool_planes<T, kIndices, Out, 1>(input, out, p);
+  if (p.sW == 2) return max_pool_planes<T, kIndices, Out, 2>(input, out, p);
+  max_pool_planes<T, kIndices, Out, 0>(input, out, p);
+}
+
+template <class T>
+void max_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
+  max_pool_dispatch_stride<T, false, T>(input, out, p);
+}
+
+// A dilated window can miss the input entirely (its max is -inf); it gets -1, where PyTorch
+// would name an element past the plane.
 template <class T>
 void max_pool_indices_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
-  using acc_t = opmath_t<T>;
-  const int64_t H = input.size(1), W = input.size(2);
-  for_each_plane<T, int64_t>(input, out, p, [&](const T* x, int64_t* o) {
-        for (int64_t oh = 0; oh < p.oH; ++oh) {
-          int64_t h0 = oh * p.sH - p.pH;
-          while (h0 < 0) h0 += p.dH;
-          for (int64_t ow = 0; ow < p.oW; ++ow) {
-            int64_t w0 = ow * p.sW - p.pW;
-            while (w0 < 0) w0 += p.dW;
-            const int64_t h1 = std::min(oh * p.sH - p.pH + (p.kH - 1) * p.dH + 1, H);
-            const int64_t w1 = std::min(ow * p.sW - p.pW + (p.kW - 1) * p.dW + 1, W);
-            int64_t arg = h0 < h1 && w0 < w1 ? h0 * W + w0 : -1;  // -1: the window misses the input
-            acc_t best = std::numeric_limits<acc_t>::has_infinity ? -std::numeric_limits<acc_t>::infinity()
-                                                                  : std::numeric_limits<acc_t>::lowest();
-            for (int64_t h = h0; h < h1; h += p.dH)
-              for (int64_t w = w0; w < w1; w += p.dW) {
-                const acc_t v = static_cast<acc_t>(x[h * W + w]);
-                if (v > best || is_nan(v)) {
-                  best = v;
-                  arg = h * W + w;
-                }
-              }
-            o[oh * p.oW + ow] = arg;
-          }
-        }
-      });
+  max_pool_dispatch_stride<T, true, int64_t>(input, out, p);
 }
 
 // PyTorch's divisor: the window clipped to the padded input (count_include_pad) or to the input.
