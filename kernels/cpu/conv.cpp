@@ -1,103 +1,15 @@
 #include "kernels/cpu/conv.h"
 
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include <map>
-#include <memory>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "core/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
+#include "kernels/cpu/onednn_conv.h"
 #include "kernels/cpu/parallel.h"
 
 namespace kiln::cpu {
 namespace {
-
-// --- float32: oneDNN convolution primitive ------------------------------------------------------
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-struct ConvPrimitive {
-  dnnl::convolution_forward prim;
-  dnnl::memory::desc src, wei, bias, dst, scratch;
-};
-
-// Created primitives, keyed by every shape and parameter. Execution is thread-safe because each
-// call brings its own scratchpad (scratchpad_mode::user).
-class ConvPrimitiveCache {
- public:
-  std::shared_ptr<const ConvPrimitive> get(const Conv2dParams& p, bool has_bias) {
-    std::vector<int64_t> key{p.N,  p.C,  p.H,  p.W,  p.O,  p.kH, p.kW, p.oH,     p.oW,
-                             p.sH, p.sW, p.pH, p.pW, p.dH, p.dW, p.groups, has_bias};
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = map_.find(key);
-      if (it != map_.end()) return it->second;
-    }
-    auto made = create(p, has_bias);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (map_.size() >= kMaxEntries) map_.clear();  // bound memory under ever-changing shapes
-    return map_.emplace(std::move(key), std::move(made)).first->second;
-  }
-
- private:
-  static constexpr size_t kMaxEntries = 512;
-
-  static std::shared_ptr<const ConvPrimitive> create(const Conv2dParams& p, bool has_bias) {
-    using dnnl::memory;
-    using tag = memory::format_tag;
-    const auto f32 = memory::data_type::f32;
-    auto cp = std::make_shared<ConvPrimitive>();
-    cp->src = memory::desc({p.N, p.C, p.H, p.W}, f32, tag::nchw);
-    cp->wei = p.groups == 1 ? memory::desc({p.O, p.C, p.kH, p.kW}, f32, tag::oihw)
-                            : memory::desc({p.groups, p.O / p.groups, p.C / p.groups, p.kH, p.kW}, f32, tag::goihw);
-    cp->bias = has_bias ? memory::desc({p.O}, f32, tag::x) : memory::desc();
-    cp->dst = memory::desc({p.N, p.O, p.oH, p.oW}, f32, tag::nchw);
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                      cp->src, cp->wei, cp->bias, cp->dst, {p.sH, p.sW}, {p.dH - 1, p.dW - 1},
-                                      {p.pH, p.pW}, {p.pH, p.pW});
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::convolution_forward::primitive_desc pd(d, attr, cpu_engine());
-    cp->scratch = pd.scratchpad_desc();
-    cp->prim = dnnl::convolution_forward(pd);
-    return cp;
-  }
-
-  std::mutex mu_;
-  std::map<std::vector<int64_t>, std::shared_ptr<const ConvPrimitive>> map_;
-};
-
-ConvPrimitiveCache& conv_cache() {
-  static ConvPrimitiveCache* c = new ConvPrimitiveCache();  // never destroyed: safe at exit
-  return *c;
-}
-
-// All tensors float32, contiguous; out contiguous.
-void conv2d_onednn(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const Conv2dParams& p) {
-  try {
-    auto cp = conv_cache().get(p, b.defined());
-    dnnl::engine& eng = cpu_engine();
-    dnnl::stream s(eng);
-    std::vector<char> scratch(cp->scratch.get_size());
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, dnnl::memory(cp->src, eng, x.data_ptr())},
-        {DNNL_ARG_WEIGHTS, dnnl::memory(cp->wei, eng, w.data_ptr())},
-        {DNNL_ARG_DST, dnnl::memory(cp->dst, eng, out.data_ptr())},
-        {DNNL_ARG_SCRATCHPAD, dnnl::memory(cp->scratch, eng, scratch.data())}};
-    if (b.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(cp->bias, eng, b.data_ptr()));
-    cp->prim.execute(s, args);
-    s.wait();
-  } catch (const dnnl::error& e) {
-    KILN_INTERNAL_ASSERT(false, "oneDNN convolution failed: ", e.what(), " (status ", static_cast<int>(e.status), ")");
-  }
-}
 
 // --- float64: im2col + GEMM ---------------------------------------------------------------------
 
@@ -147,7 +59,10 @@ void conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const
   Tensor o = out.is_contiguous() ? out : empty(out.sizes(), dt);
   Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.defined() ? bias.contiguous() : Tensor();
   switch (dt) {
-    case DType::Float32: conv2d_onednn(x, w, b, o, p); break;
+    case DType::Float32:
+      onednn::run_conv(onednn::ConvPass::Forward, p, x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
+                       o.data_ptr());
+      break;
     case DType::Float64: conv2d_im2col<double>(x, w, b, o, p); break;
     default: KILN_FAIL("[conv2d] expected a floating point input, but got ", dt);
   }
