@@ -60,8 +60,9 @@ WindowBounds window_bounds(int64_t H, int64_t W, const Pool2dParams& p) {
 // windows at once (loop over ow innermost, windows' running maxima in a buffer): the select then
 // vectorises into blends instead of branches that a random input would mispredict. Each window
 // still sees its taps in row-major order. kSW: the column stride when it is 1 or 2 (constant
-// strides let the loads vectorise), else 0.
-template <class T, bool kIndices, class Out, int kSW>
+// strides let the loads vectorise), else 0. Arg: the running indices' type, int32 when the plane
+// allows (lanes as wide as float32's, so that the index select vectorises with the value's).
+template <class T, bool kIndices, class Out, int kSW, class Arg = int64_t>
 void max_pool_planes(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
   using acc_t = opmath_t<T>;
   const int64_t H = input.size(1), W = input.size(2);
@@ -81,22 +82,23 @@ void max_pool_planes(const Tensor& input, const Tensor& out, const Pool2dParams&
   }
   for_each_plane<T, Out>(input, out, p, [&](const T* x, Out* o) {
     thread_local std::vector<acc_t> best_buf;
-    thread_local std::vector<int64_t> arg_buf;
+    thread_local std::vector<Arg> arg_buf;
     best_buf.resize(static_cast<size_t>(oW));
     if (kIndices) arg_buf.resize(static_cast<size_t>(oW));
     acc_t* __restrict best = best_buf.data();
-    int64_t* __restrict arg = arg_buf.data();
+    Arg* __restrict arg = arg_buf.data();
     for (int64_t oh = 0; oh < p.oH; ++oh) {
       const int64_t hb = wb.h_begin[static_cast<size_t>(oh)], he = wb.h_end[static_cast<size_t>(oh)];
       for (int64_t ow = 0; ow < oW; ++ow) {
         best[ow] = lowest;
         if constexpr (kIndices) {
           const int64_t wbeg = wb.w_begin[static_cast<size_t>(ow)], wend = wb.w_end[static_cast<size_t>(ow)];
-          arg[ow] = hb < he && wbeg < wend ? hb * W + wbeg : -1;  // -1: the window misses the input
+          arg[ow] = static_cast<Arg>(hb < he && wbeg < wend ? hb * W + wbeg : -1);  // -1: the window misses the input
         }
       }
       for (int64_t h = hb; h < he; h += dH) {
         const T* __restrict row = x + h * W;
+        const Arg row_start = static_cast<Arg>(h * W);
         for (int64_t j = 0; j < kW; ++j) {
           const int64_t off = j * dW - pW, lo = ow_lo[static_cast<size_t>(j)], hi = ow_hi[static_cast<size_t>(j)];
           for (int64_t ow = lo; ow < hi; ++ow) {
@@ -104,7 +106,7 @@ void max_pool_planes(const Tensor& input, const Tensor& out, const Pool2dParams&
             const acc_t v = static_cast<acc_t>(row[w]);
             const bool take = v > best[ow] || v != v;
             best[ow] = take ? v : best[ow];
-            if constexpr (kIndices) arg[ow] = take ? h * W + w : arg[ow];
+            if constexpr (kIndices) arg[ow] = take ? row_start + static_cast<Arg>(w) : arg[ow];
           }
         }
       }
@@ -117,11 +119,11 @@ void max_pool_planes(const Tensor& input, const Tensor& out, const Pool2dParams&
   });
 }
 
-template <class T, bool kIndices, class Out>
+template <class T, bool kIndices, class Out, class Arg = int64_t>
 void max_pool_dispatch_stride(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
-  if (p.sW == 1) return max_pool_planes<T, kIndices, Out, 1>(input, out, p);
-  if (p.sW == 2) return max_pool_planes<T, kIndices, Out, 2>(input, out, p);
-  max_pool_planes<T, kIndices, Out, 0>(input, out, p);
+  if (p.sW == 1) return max_pool_planes<T, kIndices, Out, 1, Arg>(input, out, p);
+  if (p.sW == 2) return max_pool_planes<T, kIndices, Out, 2, Arg>(input, out, p);
+  max_pool_planes<T, kIndices, Out, 0, Arg>(input, out, p);
 }
 
 template <class T>
@@ -133,7 +135,9 @@ void max_pool_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p
 // would name an element past the plane.
 template <class T>
 void max_pool_indices_impl(const Tensor& input, const Tensor& out, const Pool2dParams& p) {
-  max_pool_dispatch_stride<T, true, int64_t>(input, out, p);
+  if (input.size(1) * input.size(2) <= std::numeric_limits<int32_t>::max())
+    return max_pool_dispatch_stride<T, true, int64_t, int32_t>(input, out, p);
+  max_pool_dispatch_stride<T, true, int64_t, int64_t>(input, out, p);
 }
 
 // PyTorch's divisor: the window clipped to the padded input (count_include_pad) or to the input.
