@@ -16,7 +16,7 @@
 #   bash scripts/bench.sh bench/baseline --quick                    # refresh the baseline
 #
 # Environment: KILN_BUILD_DIR (build), KILN_JOBS (2), KILN_BENCH_THREADS (2, kiln and LibTorch),
-# OMP_WAIT_POLICY (PASSIVE unless set). Exit status: 0, 1 (a significant regression), 2 (bad usage,
+# OMP_WAIT_POLICY (PASSIVE unless set), GOMP_SPINCOUNT (2000 unless set). Exit status: 0, 1 (a significant regression), 2 (bad usage,
 # a missing file or a failed run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +65,9 @@ cmake --build "$build" -j"${KILN_JOBS:-2}" --target "${targets[@]}"
 
 # OpenMP threads sleep while waiting, so other work on a shared machine is not starved.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# A short spin (~50 µs here) before a worker sleeps: without it every parallel region pays a
+# ~50 µs futex wake-up (docs/decisions.md, "Passive OpenMP waits").
+export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-2000}
 [ -n "$paired_min_time" ] && export KILN_BENCH_PAIRED_MIN_TIME=$paired_min_time
 mkdir -p "$out"
 for s in $suites; do

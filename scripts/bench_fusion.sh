@@ -19,6 +19,9 @@ fi
 cmake --build "$build" -j"${KILN_JOBS:-2}" --target bench_fusion
 # OpenMP threads sleep while waiting, so other work on a shared machine is not starved.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# A short spin (~50 µs here) before a worker sleeps: without it every parallel region pays a
+# ~50 µs futex wake-up (docs/decisions.md, "Passive OpenMP waits").
+export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-2000}
 bin="$build/bench/bench_fusion"
 "$bin" --benchmark_min_time="${MIN_TIME:-0.2}" --benchmark_out="$out.tmp" --benchmark_out_format=json "$@"
 cache=$(mktemp -d)

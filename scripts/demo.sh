@@ -9,6 +9,9 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/n
 cmake --build build -j2 --target demo mlp cnn char_transformer
 # OpenMP threads sleep while waiting, so a busy (shared) machine does not slow the samples down.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# A short spin (~50 µs here) before a worker sleeps: without it every parallel region pays a
+# ~50 µs futex wake-up (docs/decisions.md, "Passive OpenMP waits").
+export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-2000}
 ./build/samples/demo
 for sample in mlp cnn char_transformer; do
   echo

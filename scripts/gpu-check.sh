@@ -22,6 +22,7 @@ if [ "${KILN_GPU_SKIP_BUILD:-0}" != "1" ]; then
 fi
 mkdir -p "$out"
 export OMP_WAIT_POLICY=PASSIVE
+export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-2000}  # docs/decisions.md, "Passive OpenMP waits"
 status=0
 echo "== device"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
