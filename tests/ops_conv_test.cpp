@@ -130,9 +130,11 @@ std::pair<Tensor, Tensor> ref_conv2d_backward(const Tensor& gy, const Tensor& x,
 }
 
 // float32 (oneDNN, whose primitives choose blocked layouts the operands are reordered into and out
-// of) and float64 (GEMM) backward kernels against the loops. The shapes include one input channel
-// on 28x28 images (the case plain layouts made slow), channel counts that are and are not
-// multiples of oneDNN's block, groups with stride and dilation, and depthwise.
+// of; the weight gradient with fewer than 8 channels per group by GEMM) and float64 (GEMM) backward
+// kernels against the loops. The shapes include one input channel on 28x28 images (the case plain
+// layouts made slow), channel counts that are and are not multiples of oneDNN's block, groups with
+// stride and dilation, depthwise, and batches of 1 and 3 (the weight gradient's per-thread parts:
+// one part, and parts of unequal size).
 TEST(OpsConv, Conv2dBackwardKernels) {
   const std::vector<ConvGeom> geoms{
       {4, 1, 28, 28, 16, 5, 5, {.pH = 2, .pW = 2}},
@@ -142,6 +144,8 @@ TEST(OpsConv, Conv2dBackwardKernels) {
       {2, 6, 9, 8, 4, 3, 2, {.sH = 2, .sW = 1, .pH = 1, .pW = 1, .dH = 1, .dW = 2, .groups = 2}},
       {2, 16, 10, 10, 32, 3, 3, {.pH = 1, .pW = 1, .groups = 4}},
       {2, 8, 10, 10, 8, 3, 3, {.pH = 1, .pW = 1, .groups = 8}},
+      {1, 2, 12, 12, 4, 3, 3, {.pH = 1, .pW = 1}},
+      {3, 5, 9, 9, 6, 3, 3, {.sH = 2, .sW = 2, .pH = 1}},
   };
   uint64_t seed = 10;
   for (const ConvGeom& c : geoms) {
