@@ -649,6 +649,25 @@ class Renderer {
     return round_to(t, r);
   }
 
+  // pow(a, c) for the constant exponents whose result is one correctly rounded operation, as the
+  // eager kernel's fast paths compute them (kernels/cpu/pointwise_kernel.h): 2 -> a*a, 1 -> a,
+  // -1 -> 1/a. Null for any other exponent (a libm call).
+  Value* pow_by_constant(Value* a, Value* b) {
+    auto* c = llvm::dyn_cast<llvm::ConstantFP>(b);
+    if (!c) return nullptr;
+    const llvm::APFloat& v = c->getValueAPF();
+    auto is = [&](double x) {
+      bool lost = false;
+      llvm::APFloat xv(x);
+      xv.convert(v.getSemantics(), llvm::APFloat::rmNearestTiesToEven, &lost);
+      return v.compare(xv) == llvm::APFloat::cmpEqual;
+    };
+    if (is(2.0)) return b_.CreateFMul(a, a);
+    if (is(1.0)) return a;
+    if (is(-1.0)) return b_.CreateFDiv(float_const(a->getType(), 1.0), a);
+    return nullptr;
+  }
+
   Value* binary(ExprOp op, DType t, Value* a, Value* b) {
     Type* ty = a->getType();
     if (is_floating_point(t)) {
@@ -659,7 +678,10 @@ class Renderer {
         case ExprOp::Mul: r = b_.CreateFMul(a, b); break;
         case ExprOp::Div: r = b_.CreateFDiv(a, b); break;
         case ExprOp::Fmod: r = b_.CreateFRem(a, b); break;  // frem is C fmod
-        case ExprOp::Pow: r = libm_call(op, ty, {a, b}); break;
+        case ExprOp::Pow:
+          r = pow_by_constant(a, b);
+          if (!r) r = libm_call(op, ty, {a, b});
+          break;
         default: KILN_INTERNAL_ASSERT(false, "kernel ", k_.name, ": ", expr_op_name(op), " is not a binary op");
       }
       return round_to(t, r);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -238,6 +239,31 @@ TEST_F(Fusion, SpecialValuesPropagateAsInEager) {
   expect_same(f, 1e-6, 0, x);
   auto r = [](const Tensor& x) { return stack({x.amax(), x.amin(), x.sum(), logsumexp(x, {0})}); };
   expect_same(r, 1e-6, 0, x);
+}
+
+// pow by 2, 1 and -1 is one rounded operation (a*a, a, 1/a) in both the eager kernel and the
+// rendered kernel: the same bits, special values included, and in float16 through float32.
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.sizes() != b.sizes() || a.dtype() != b.dtype()) return false;
+  Tensor ac = a.contiguous(), bc = b.contiguous();
+  return std::memcmp(ac.data_ptr(), bc.data_ptr(), static_cast<size_t>(ac.numel()) * itemsize(ac.dtype())) == 0;
+}
+
+TEST_F(Fusion, PowByConstantsIsExactAndMatchesEager) {
+  REQUIRE_CODEGEN();
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = cat({tensor(std::vector<float>{0.f, -0.f, 1.f, -1.f, inf, -inf, nan, 1e-40f, 3e38f, -2.5f}), randn({37})});
+  for (DType dt : {kFloat32, kFloat64, kFloat16}) {
+    SCOPED_TRACE(dt);
+    Tensor xd = x.to(dt);
+    Tensor want = stack({xd * xd, xd, tensor(1.0).to(dt) / xd});
+    auto f = [](const Tensor& a) { return stack({a.pow(2), a.pow(1), a.pow(-1)}); };
+    EXPECT_TRUE(same_bits(f(xd), want)) << "eager";
+    auto c = jit::compile(f);
+    for (int i = 0; i < 2; ++i) EXPECT_TRUE(same_bits(c(xd), want)) << "compiled, call " << i;
+  }
+  // Other exponents stay pow (a libm call).
+  expect_same([](const Tensor& a) { return a.abs().pow(3) + a.abs().pow(0.5); }, 1e-6, 1e-7, x);
 }
 
 TEST_F(Fusion, ReductionsMatchEager) {
