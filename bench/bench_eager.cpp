@@ -143,6 +143,64 @@ void BM_EagerAddSmall(benchmark::State& st) {
 }
 BENCHMARK(BM_EagerAddSmall)->Arg(1)->Arg(1024)->Unit(benchmark::kMicrosecond);
 
+// The CNN training step's layer ops (bench/workloads.h, batch 32): relu's backward (a where with a
+// random mask), 2x2 max pooling and the argmax its backward recomputes, and the two convolutions
+// forward and backward. Arg 0: the first layer (1 -> 16 channels, 28x28), arg 1: the second
+// (16 -> 32 channels, 14x14).
+void BM_ReluBackwardWhere(benchmark::State& st) {
+  manual_seed(0);
+  Tensor x = randn({32, 16, 28, 28}), g = randn({32, 16, 28, 28}), zero = zeros({});
+  Tensor mask = x > 0;
+  for (auto _ : st) benchmark::DoNotOptimize(where(mask, g, zero));
+}
+BENCHMARK(BM_ReluBackwardWhere)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_MaxPool2d(benchmark::State& st) {
+  manual_seed(0);
+  Tensor x = randn({32, 16, 28, 28});
+  for (auto _ : st) {
+    if (st.range(0)) benchmark::DoNotOptimize(max_pool2d_indices(x, {2, 2}, {2, 2}));
+    else benchmark::DoNotOptimize(max_pool2d(x, {2, 2}));
+  }
+  st.SetLabel(st.range(0) ? "indices" : "values");
+}
+BENCHMARK(BM_MaxPool2d)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+struct ConvLayer {
+  Tensor x, w, gy;
+};
+ConvLayer conv_layer(int64_t which) {
+  manual_seed(0);
+  const int64_t c = which ? 16 : 1, o = which ? 32 : 16, hw = which ? 14 : 28;
+  return {randn({32, c, hw, hw}), randn({o, c, 3, 3}), randn({32, o, hw, hw})};
+}
+
+void BM_Conv2d(benchmark::State& st) {
+  ConvLayer l = conv_layer(st.range(0));
+  for (auto _ : st) benchmark::DoNotOptimize(conv2d(l.x, l.w, std::nullopt, {1}, {1}));
+}
+BENCHMARK(BM_Conv2d)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_Conv2dBackwardInput(benchmark::State& st) {
+  ConvLayer l = conv_layer(st.range(0));
+  for (auto _ : st) benchmark::DoNotOptimize(conv2d_backward_input(l.gy, l.w, l.x.sizes(), {1}, {1}));
+}
+BENCHMARK(BM_Conv2dBackwardInput)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_Conv2dBackwardWeight(benchmark::State& st) {
+  ConvLayer l = conv_layer(st.range(0));
+  for (auto _ : st) benchmark::DoNotOptimize(conv2d_backward_weight(l.gy, l.x, l.w.sizes(), {1}, {1}));
+}
+BENCHMARK(BM_Conv2dBackwardWeight)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// pow by a constant exponent: 2 is a multiply, 3 a libm call per element.
+void BM_PowScalar(benchmark::State& st) {
+  manual_seed(0);
+  Tensor x = randn({1024, 1024});
+  for (auto _ : st) benchmark::DoNotOptimize(x.pow(static_cast<double>(st.range(0))));
+}
+BENCHMARK(BM_PowScalar)->Arg(2)->Arg(3)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 
 int main(int argc, char** argv) {
