@@ -22,6 +22,16 @@
 //       for the reduced dims (innermost = last dim): fold the accumulators, do the stores of s
 //     stores of stage -1
 //
+// Column reductions (the kernel's loads run contiguously along the last kept dim and not along
+// the reduced ones, e.g. a bias gradient summing [batch, features] over the batch) interchange
+// the last kept dim inwards, in tiles of kColumnTile points whose accumulators live in arrays:
+//   for the outer dims but the last; for each tile [j0, j1) of the last:
+//     for each stage s: for j in tile: init its accumulators[j]
+//       for the reduced dims: for j in tile: fold accumulators[j], do the stores of s
+//     for j in tile: stores of stage -1
+// so the innermost loop walks memory contiguously and vectorises, where the row order would
+// stride by a whole row per element.
+//
 // Loops are rotated (guard, then a do-while with a single i64 phi counting up by one), addresses
 // are `offset + sum stride_d * i_d` with nsw arithmetic, so SCEV sees affine accesses and the loop
 // vectoriser needs no help. Each buffer gets its own alias scope (!alias.scope / !noalias), which
@@ -87,6 +97,17 @@ class Renderer {
     iv_.assign(k_.dims.size(), nullptr);
 
     stream_ = k_.stream_stores && can_stream();
+    columns_ = !stream_ && column_reduction();
+    if (columns_) {
+      b_.SetInsertPoint(&fn_->getEntryBlock(), fn_->getEntryBlock().getFirstInsertionPt());
+      for (size_t a = 0; a < k_.accs.size(); ++a) {
+        auto* arr = llvm::ArrayType::get(compute_type(k_.accs[a].dtype), kColumnTile);
+        tiles_.push_back({b_.CreateAlloca(arr, nullptr, "acc.tile"),
+                          slots_[a].saw_nan ? b_.CreateAlloca(llvm::ArrayType::get(b_.getInt1Ty(), kColumnTile), nullptr, "acc.nan.tile")
+                                            : nullptr});
+      }
+      b_.SetInsertPoint(&fn_->getEntryBlock());
+    }
     loop_nest(0, k_.num_outer, begin, end, [&] { outer_point(); });
     // Non-temporal stores are weakly ordered: make them visible before the caller (and, after
     // the pool's barrier, other threads) reads the output.
@@ -97,8 +118,8 @@ class Renderer {
 
  private:
   struct AccSlot {
-    llvm::AllocaInst* value = nullptr;
-    llvm::AllocaInst* saw_nan = nullptr;  // float Max/Min: whether a NaN was folded
+    Value* value = nullptr;    // where the accumulator lives (column mode: its tile element)
+    Value* saw_nan = nullptr;  // float Max/Min: whether a NaN was folded
   };
 
   // ---- types ----------------------------------------------------------------------------
@@ -275,6 +296,10 @@ class Renderer {
     }
     Value* lo = first == 0 ? begin : i64c(0);
     Value* hi = first == 0 ? end : int_value(k_.dims[first]);
+    if (columns_ && first + 1 == static_cast<size_t>(k_.num_outer)) {
+      column_tiles(first, lo, hi);
+      return;
+    }
     if (stream_ && first + 1 == k_.dims.size()) {
       stream_loop(first, lo, hi, [&] { loop_nest(first + 1, last, begin, end, body); });
       return;
@@ -298,6 +323,109 @@ class Renderer {
     }
     std::fill(memo_.begin(), memo_.end(), nullptr);
     store_all(-1);
+  }
+
+  // ---- column reductions ----------------------------------------------------------------
+  static constexpr int64_t kColumnTile = 64;
+
+  // Whether to interchange (header comment): a kernel with stages whose loads run with stride 1
+  // along the last kept dim and none along the innermost reduced dim. A buffer both read and
+  // written (an in-place update, e.g. an optimizer step fused after a bias gradient) must be
+  // accessed at one index, constant over the reduced dims: each outer point then reads and
+  // writes only its own element, so running the points' stages before their stage -1 stores,
+  // a tile at a time, reads what the row order reads.
+  bool column_reduction() const {
+    if (k_.num_stages == 0 || k_.num_outer == 0 || k_.accs.empty()) return false;
+    const size_t c = static_cast<size_t>(k_.num_outer) - 1, inner = k_.dims.size() - 1;
+    if (!in_place_buffers_per_point(c + 1)) return false;
+    if (inner == c) return false;
+    bool along_c = false;
+    for (const Expr& e : k_.exprs) {
+      if (e.op != ExprOp::Load) continue;
+      const Index& ix = k_.indices[static_cast<size_t>(e.index)];
+      const Int& sr = ix.strides[inner];
+      if (sr.is_const() && sr.value == 1) return false;  // a symbolic stride: a row length, not 1
+      const Int& sc = ix.strides[c];
+      if (sc.is_const() && sc.value == 1) along_c = true;
+    }
+    return along_c;
+  }
+
+  // Every buffer both read and written is accessed at a single index (same offset and strides for
+  // all its loads and stores) with zero strides over the dims from `first_reduced` on.
+  bool in_place_buffers_per_point(size_t first_reduced) const {
+    auto same = [](const Index& a, const Index& b) {
+      auto eq = [](const Int& x, const Int& y) { return x.param == y.param && (x.param >= 0 || x.value == y.value); };
+      if (!eq(a.offset, b.offset) || a.strides.size() != b.strides.size()) return false;
+      for (size_t d = 0; d < a.strides.size(); ++d)
+        if (!eq(a.strides[d], b.strides[d])) return false;
+      return true;
+    };
+    for (size_t buf = 0; buf < k_.buffers.size(); ++buf) {
+      if (!k_.buffers[buf].read || !k_.buffers[buf].written) continue;
+      std::vector<int> uses;
+      for (const Expr& e : k_.exprs)
+        if (e.op == ExprOp::Load && static_cast<size_t>(e.buffer) == buf) uses.push_back(e.index);
+      for (const Store& st : k_.stores)
+        if (static_cast<size_t>(st.buffer) == buf) uses.push_back(st.index);
+      const Index& first = k_.indices[static_cast<size_t>(uses.front())];
+      for (size_t d = first_reduced; d < first.strides.size(); ++d)
+        if (!first.strides[d].is_const() || first.strides[d].value != 0) return false;
+      for (int u : uses)
+        if (!same(first, k_.indices[static_cast<size_t>(u)])) return false;
+    }
+    return true;
+  }
+
+  // Points the accumulator slots at the tile elements of the current column (iv of dim c).
+  void point_slots(size_t c, Value* j0) {
+    Value* j = b_.CreateSub(iv_[c], j0, "j", false, true);
+    for (size_t a = 0; a < k_.accs.size(); ++a) {
+      slots_[a].value = b_.CreateInBoundsGEP(tiles_[a].value->getAllocatedType(), tiles_[a].value, {i64c(0), j});
+      if (tiles_[a].saw_nan)
+        slots_[a].saw_nan = b_.CreateInBoundsGEP(tiles_[a].saw_nan->getAllocatedType(), tiles_[a].saw_nan, {i64c(0), j});
+    }
+  }
+
+  // for (j0 = lo; j0 < hi; j0 += kColumnTile): the stages with dim c innermost.
+  void column_tiles(size_t c, Value* lo, Value* hi) {
+    const size_t nd = k_.dims.size();
+    llvm::BasicBlock* pre = b_.GetInsertBlock();
+    auto* head = llvm::BasicBlock::Create(ctx_, "tile.loop", fn_);
+    auto* exit = llvm::BasicBlock::Create(ctx_, "tile.exit", fn_);
+    b_.CreateCondBr(b_.CreateICmpSLT(lo, hi), head, exit);
+    b_.SetInsertPoint(head);
+    llvm::PHINode* j0 = b_.CreatePHI(b_.getInt64Ty(), 2, "j0");
+    j0->addIncoming(lo, pre);
+    Value* next = b_.CreateAdd(j0, i64c(kColumnTile), "j0.next", false, true);
+    Value* j1 = b_.CreateSelect(b_.CreateICmpSLT(next, hi), next, hi, "j1");
+    for (int s = 0; s < k_.num_stages; ++s) {
+      loop(c, j0, j1, [&] {
+        point_slots(c, j0);
+        for (size_t a = 0; a < k_.accs.size(); ++a)
+          if (k_.accs[a].stage == s) init_acc(a);
+      });
+      loop_nest(static_cast<size_t>(k_.num_outer), nd, nullptr, nullptr, [&] {
+        loop(c, j0, j1, [&] {
+          point_slots(c, j0);
+          std::fill(memo_.begin(), memo_.end(), nullptr);
+          for (size_t a = 0; a < k_.accs.size(); ++a)
+            if (k_.accs[a].stage < s) finish_acc(a);  // earlier stages' results, read by this one
+          for (size_t a = 0; a < k_.accs.size(); ++a)
+            if (k_.accs[a].stage == s) fold_acc(a);
+          store_all(s);
+        });
+      });
+    }
+    loop(c, j0, j1, [&] {
+      point_slots(c, j0);
+      std::fill(memo_.begin(), memo_.end(), nullptr);
+      for (size_t a = 0; a < k_.accs.size(); ++a) finish_acc(a);
+      store_all(-1);
+    });
+    j0->addIncoming(next, b_.GetInsertBlock());
+    b_.CreateCondBr(b_.CreateICmpSLT(next, hi), head, exit);
+    b_.SetInsertPoint(exit);
   }
 
   // ---- memory ---------------------------------------------------------------------------
@@ -844,6 +972,12 @@ class Renderer {
   llvm::Function* fn_ = nullptr;
   std::vector<Value*> params_, bufs_, iv_, memo_, acc_final_;
   std::vector<AccSlot> slots_;
+  struct AccTile {
+    llvm::AllocaInst* value = nullptr;    // [kColumnTile x type]
+    llvm::AllocaInst* saw_nan = nullptr;  // [kColumnTile x i1]
+  };
+  std::vector<AccTile> tiles_;  // column mode only
+  bool columns_ = false;        // column reductions: the last kept dim is interchanged inwards
   std::vector<llvm::MDNode*> scope_, noalias_;
   std::vector<char> inner_varying_;  // per expr (find_inner_varying)
   static constexpr int64_t kStreamAlign = 32;  // bytes: one AVX vector
