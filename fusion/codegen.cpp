@@ -90,10 +90,11 @@ std::string library_build_id() {
 }
 
 std::string kiln_version_description() {
-  static const std::string text = [] {
+  // Never destroyed: kernel keys may still be built by the background compiler at exit.
+  static const std::string& text = *new std::string([] {
     std::string build = library_build_id();
     return std::string("kiln " KILN_VERSION_STRING) + (build.empty() ? "" : " build " + build.substr(0, 16));
-  }();
+  }());
   return text;
 }
 

@@ -1024,7 +1024,7 @@ KILN_WARP_REDUCE(min)
 }  // namespace
 
 const std::string& cuda_preamble() {
-  static const std::string text(kPreamble);
+  static const std::string& text = *new std::string(kPreamble);  // never destroyed (used at exit)
   return text;
 }
 

@@ -540,8 +540,10 @@ bool Partitioner::fusible(const Node& n) const {
     if (v < 0 && n.op->name != "layer_norm") return false;
   if (n.op->kind == OpKind::Pointwise) return n.op->name == "copy" || formula_supported(n.op->name, DType::Float32);
   if (n.kind != NodeKind::Op) return false;
-  static const std::set<std::string> reductions = {"sum",  "prod",      "mean",    "amax",        "amin",      "var",
-                                                   "std",  "logsumexp", "softmax", "log_softmax", "layer_norm"};
+  // Never destroyed: the background compiler may still be partitioning while statics are torn
+  // down at exit (jit/backend.cpp, AsyncCompiler).
+  static const auto& reductions = *new std::set<std::string>{
+      "sum", "prod", "mean", "amax", "amin", "var", "std", "logsumexp", "softmax", "log_softmax", "layer_norm"};
   if (!reductions.count(n.op->name)) return false;
   if (n.op->name == "softmax" || n.op->name == "log_softmax" || n.op->name == "layer_norm")
     return is_floating_point(g_.value(n.outputs[0]).dtype);

@@ -144,7 +144,13 @@ class AsyncCompiler {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping, nothing left
+      // Stopping (static destruction at exit): queued compiles are dropped, since no call will use
+      // their plans and every further job would run while the statics it needs are torn down.
+      if (stop_) {
+        jobs_.clear();
+        idle_cv_.notify_all();
+        return;
+      }
       auto job = std::move(jobs_.front());
       jobs_.pop_front();
       busy_ = true;

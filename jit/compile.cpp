@@ -466,7 +466,7 @@ std::string Function::name_of_input(const Tensor& t, const CallArgs& args) const
 
 KeySpec Function::key_spec(const GraphFacts& facts, int segment) const {
   KeySpec spec;
-  static const std::set<std::pair<int, int64_t>> kNoDims;
+  static const auto& kNoDims = *new std::set<std::pair<int, int64_t>>();  // never destroyed (used at exit)
   auto dd = dyn_dims_.find(segment);
   for (const auto& [input, dim] : dd == dyn_dims_.end() ? kNoDims : dd->second) {
     if (static_cast<size_t>(input) >= facts.input_sizes.size()) continue;

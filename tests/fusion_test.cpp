@@ -3,6 +3,8 @@
 // recompiling kernels, the fallback path, async compilation and the dumps.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -479,6 +481,44 @@ TEST_F(Fusion, ColumnReductionsInterchangeAndMatchEager) {
     if (ks.str().find("tile.loop") != std::string::npos) ++tiles;
   }
   EXPECT_GE(tiles, 3u);
+}
+
+// The child half of ProcessExitsWhileCompilesRunInTheBackground (skipped when run on its own):
+// queues background compiles, then exits while they run.
+TEST(FusionExitChild, ExitsWithCompilesInFlight) {
+  if (!std::getenv("KILN_EXIT_TEST_CHILD")) GTEST_SKIP() << "runs as the child process of Fusion.ProcessExitsWhileCompilesRunInTheBackground";
+  jit::CompileOptions o;
+  o.async = true;
+  Tensor x = randn({64, 300}), y = randn({64, 300});
+  std::vector<Tensor> keep;
+  for (int i = 0; i < 6; ++i) {
+    o.name = "exiting" + std::to_string(i);
+    auto c = jit::compile([i](const Tensor& a, const Tensor& b) {
+      return (softmax(a * (i + 1), -1) - b.sum({0}, true).tanh()).logsumexp({0}) + (a - b).abs().amax({1}).sum();
+    }, o);
+    keep.push_back(c(x, y));  // served eagerly; the compile is queued
+  }
+  std::printf("child: exiting with compiles queued\n");
+  std::fflush(stdout);
+  std::exit(0);  // static destruction while the background compiler works
+}
+
+TEST_F(Fusion, ProcessExitsWhileCompilesRunInTheBackground) {
+  REQUIRE_CODEGEN();
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  for (int run = 0; run < 3; ++run) {
+    const std::string cache = (dir_ / ("exit_cache" + std::to_string(run))).string();  // empty: real compiles
+    const std::string log = (dir_ / "exit_child.log").string();
+    const std::string cmd = "KILN_CACHE_DIR='" + cache + "' KILN_EXIT_TEST_CHILD=1 '" + exe +
+                            "' --gtest_filter=FusionExitChild.ExitsWithCompilesInFlight > '" + log + "' 2>&1";
+    const int rc = std::system(cmd.c_str());
+    std::ifstream in(log);
+    std::stringstream out;
+    out << in.rdbuf();
+    ASSERT_TRUE(WIFEXITED(rc)) << "run " << run << ": " << out.str();
+    EXPECT_EQ(WEXITSTATUS(rc), 0) << "run " << run << ": " << out.str();
+    EXPECT_NE(out.str().find("child: exiting with compiles queued"), std::string::npos) << out.str();
+  }
 }
 
 TEST_F(Fusion, DumpsKernelIrLlvmIrAndColouredGraph) {
