@@ -46,6 +46,7 @@ template <class T> KILN_FM_INLINE T trunc(T x) { if constexpr (is_int_v<T>) retu
 template <class T> KILN_FM_INLINE T abs(T x) {
   if constexpr (std::is_same_v<T, bool>) return x;
   else if constexpr (std::is_unsigned_v<T>) return x;
+  else if constexpr (std::is_floating_point_v<T>) return std::fabs(x);  // clears the sign of -0 and NaN, as fabs in codegen
   else return x < T(0) ? T(-x) : x;  // -fwrapv: abs(INT_MIN) wraps as in PyTorch
 }
 template <class T> KILN_FM_INLINE bool isnan(T x) { if constexpr (is_int_v<T>) return false; else return x != x; }

@@ -271,6 +271,15 @@ TEST(Pointwise, SpecialValues) {
   EXPECT_TRUE(std::isinf(log(tensor({0.0})).item<double>()));
   EXPECT_EQ(sigmoid(tensor({-200.0f})).item<float>(), 0.0f);
   EXPECT_EQ(sigmoid(tensor({200.0f})).item<float>(), 1.0f);
+  // abs clears the sign bit of -0 and of NaN (fabs), in every floating dtype: rsqrt(abs(-0)) is +inf.
+  for (DType dt : {kFloat32, kFloat64, kFloat16, kBFloat16}) {
+    SCOPED_TRACE(dt);
+    auto a = kiln::testing::to_vec(abs(tensor({-0.0, -NAN, -2.5}).to(dt)));
+    EXPECT_FALSE(std::signbit(a[0]));
+    EXPECT_TRUE(std::isnan(a[1]) && !std::signbit(a[1]));
+    EXPECT_EQ(a[2], 2.5);
+    EXPECT_EQ(rsqrt(abs(tensor({-0.0}).to(dt))).item<double>(), INFINITY);
+  }
 }
 
 // kiln's vectorised expf against float64 over its whole range: within 2 ulp.
