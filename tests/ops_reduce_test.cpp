@@ -276,6 +276,13 @@ TEST(Reduce, Mean) {
   check_reduce({"mean", [](const Tensor& x, auto d, bool k) { return mean(x, d, k); }, r_mean, float_dtypes()});
   check_reduce(light({"mean(dtype=float32)", [](const Tensor& x, auto d, bool k) { return mean(x, d, k, kFloat32); },
                       r_mean, {kInt64, kUInt8, kFloat16}, false, [](DType) { return kFloat32; }}));
+  // The sum divided by the count (one rounding): where the sum is exact, the mean of equal values
+  // is exact, also for counts whose reciprocal does not round exactly (36.75 * fl(1/49) is not
+  // 0.75; 36.75 / 49 is).
+  for (int64_t n : {49, 98, 13}) {
+    EXPECT_TRUE(equal(full({3, n}, 0.75, kFloat64).mean({1}), full({3}, 0.75, kFloat64))) << n;
+    EXPECT_TRUE(equal(full({n, 5}, 7.0, kFloat64).mean({0}), full({5}, 7.0, kFloat64))) << n;
+  }
 }
 
 TEST(Reduce, Prod) {

@@ -112,7 +112,7 @@ void sum_like(const OpDef& op, const Tensor& x0, Tensor& out, IntArrayRef dims, 
         OpT<T, A, T> f{o.data_ptr<T>()};
         if constexpr (std::is_same_v<OpT<T, A, T>, SumOp<T, A, T>>) {
           f.mean = mean;
-          f.scale = A(1) / A(p.n_red);
+          f.count = A(p.n_red);
         }
         run_reduction(f, p, x.data_ptr<T>());
       }

@@ -13,8 +13,10 @@ namespace kiln::cpu {
 
 inline constexpr int64_t kRowBlock = 2048;  // elements per block of a long row (cascaded)
 
-// Sum / mean (scale = 1 / count): T input, A accumulator, O output. Contiguous runs are summed
-// in lanes of R (float for float32) per block; blocks, runs and columns accumulate in A
+// Sum / mean (the sum divided by `count`: one correctly rounded division, so the mean of equal
+// values is exact, as a multiply by a rounded 1 / count would not be, and as the compiled kernels
+// divide): T input, A accumulator, O output. Contiguous runs are summed in lanes of R (float for
+// float32) per block; blocks, runs and columns accumulate in A
 // (double for float32, so that cancelling column sums stay accurate).
 template <class T, class A, class O>
 struct SumOp {
@@ -22,7 +24,7 @@ struct SumOp {
   using acc_t = A;
   using R = std::conditional_t<std::is_integral_v<A>, A, opmath_t<T>>;
   O* out;
-  A scale = A(1);
+  A count = A(1);
   bool mean = false;
   A identity() const { return A(0); }
   A combine(A a, A b) const { return a + b; }
@@ -39,7 +41,7 @@ struct SumOp {
       for (int64_t j = 0; j < ncols; ++j) acc[j] += A(load_as<R>(q[j]));
     }
   }
-  void write(int64_t o, A a) const { out[o] = mean ? O(a * scale) : O(a); }
+  void write(int64_t o, A a) const { out[o] = mean ? O(a / count) : O(a); }
 };
 
 template <class T, class A, class O>
