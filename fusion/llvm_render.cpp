@@ -12,6 +12,7 @@
 #include "core/half.h"
 #include "fusion/llvm_compat.h"
 #include "fusion/llvm_math.h"
+#include "kernels/formulas.h"
 
 // Shape of the generated function (all integers i64):
 //
@@ -777,22 +778,20 @@ class Renderer {
     return round_to(t, r);
   }
 
-  // pow(a, c) for the constant exponents whose result is one correctly rounded operation, as the
-  // eager kernel's fast paths compute them (kernels/cpu/pointwise_kernel.h): 2 -> a*a, 1 -> a,
-  // -1 -> 1/a. Null for any other exponent (a libm call).
+  // pow(a, c) for a constant exponent that fm::pow_shortcut names (kernels/formulas.h), computed
+  // as the eager kernel does. Null for any other exponent (a libm call).
   Value* pow_by_constant(Value* a, Value* b) {
     auto* c = llvm::dyn_cast<llvm::ConstantFP>(b);
     if (!c) return nullptr;
-    const llvm::APFloat& v = c->getValueAPF();
-    auto is = [&](double x) {
-      bool lost = false;
-      llvm::APFloat xv(x);
-      xv.convert(v.getSemantics(), llvm::APFloat::rmNearestTiesToEven, &lost);
-      return v.compare(xv) == llvm::APFloat::cmpEqual;
-    };
-    if (is(2.0)) return b_.CreateFMul(a, a);
-    if (is(1.0)) return a;
-    if (is(-1.0)) return b_.CreateFDiv(float_const(a->getType(), 1.0), a);
+    bool lost = false;
+    llvm::APFloat v = c->getValueAPF();
+    v.convert(llvm::APFloat::IEEEdouble(), llvm::APFloat::rmNearestTiesToEven, &lost);  // exact from f32/f64
+    switch (fm::pow_shortcut(v.convertToDouble())) {
+      case fm::PowShortcut::Square: return b_.CreateFMul(a, a);
+      case fm::PowShortcut::Identity: return a;
+      case fm::PowShortcut::Reciprocal: return b_.CreateFDiv(float_const(a->getType(), 1.0), a);
+      case fm::PowShortcut::None: break;
+    }
     return nullptr;
   }
 

@@ -76,6 +76,17 @@ template <class T> KILN_FM_INLINE T pow(T a, T b) {
 }
 template <class T> KILN_FM_INLINE T cast_bool(bool c) { return c ? T(1) : T(0); }
 
+// pow(x, e) for the constant exponents where it is one correctly rounded operation, which the
+// eager kernel (kernels/cpu/pointwise_kernel.h) and the LLVM renderer (fusion/llvm_render.cpp)
+// both compute that way instead of calling libm: 2 -> x*x, 1 -> x, -1 -> 1/x.
+enum class PowShortcut { None, Square, Identity, Reciprocal };
+inline PowShortcut pow_shortcut(double e) {
+  if (e == 2.0) return PowShortcut::Square;
+  if (e == 1.0) return PowShortcut::Identity;
+  if (e == -1.0) return PowShortcut::Reciprocal;
+  return PowShortcut::None;
+}
+
 }  // namespace kiln::fm
 
 namespace kiln::formulas {

@@ -15,8 +15,8 @@ inline constexpr int64_t kRowBlock = 2048;  // elements per block of a long row 
 
 // Sum / mean (the sum divided by `count`: one correctly rounded division, so the mean of equal
 // values is exact, as a multiply by a rounded 1 / count would not be, and as the compiled kernels
-// divide): T input, A accumulator, O output. Contiguous runs are summed in lanes of R (float for
-// float32) per block; blocks, runs and columns accumulate in A
+// divide): T input, A accumulator, O output. Contiguous runs of a sum are summed in lanes of R
+// (float for float32) per block, a mean's in A (row_in); blocks, runs and columns accumulate in A
 // (double for float32, so that cancelling column sums stay accurate).
 template <class T, class A, class O>
 struct SumOp {
